@@ -1,0 +1,241 @@
+/* keeld -s: control a running keeld through its pidfile and state file. */
+#include "keel-internal.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CONTROL_POLL_MS 10
+
+/* Sleep a few milliseconds (the client is not an event loop). */
+static void
+control_nap(void)
+{
+	struct timespec ts = { 0, CONTROL_POLL_MS * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+/* A numeric field of the state file, 0 when absent. */
+static unsigned long
+control_state_num(const char *statefile, const char *key)
+{
+	char *text = state_read(statefile), *v;
+	unsigned long n = 0;
+
+	if (text == NULL)
+		return 0;
+	v = state_get(text, key);
+	if (v != NULL)
+		n = strtoul(v, NULL, 10);
+	free(v);
+	free(text);
+	return n;
+}
+
+/* Find pidfile, state file and shutdown-timeout from the configuration. */
+static void
+control_paths(const struct keel_options *opt, char **pidfile, char **statefile,
+	      double *timeout)
+{
+	struct keel k;
+	struct errbuf eb = { 0 };
+	cfg_t *cfg;
+
+	memset(&k, 0, sizeof(k));
+	k.opt = *opt;
+	*pidfile = *statefile = NULL;
+	*timeout = 5;
+	log_init("keeld", KEEL_LOG_ERR);
+	module_scan(&k, opt->module_path);
+	k.config_path = realpath(opt->config, NULL);
+	cfg = k.config_path != NULL ? config_load(&k, k.config_path, &eb)
+				    : NULL;
+	if (cfg != NULL) {
+		*pidfile = strdup(cfg_getstr(cfg, "pidfile"));
+		*statefile = strdup(cfg_getstr(cfg, "state-file"));
+		*timeout = cfg_getfloat(cfg, "shutdown-timeout");
+		cfg_free(cfg);
+	} else {
+		/* The file may be broken: the daemon will say how. */
+		config_peek_paths(opt->config, pidfile, statefile);
+	}
+	errbuf_clear(&eb);
+	module_unload_all(&k);
+	free(k.config_path);
+	if (*pidfile == NULL)
+		*pidfile = strdup(KEEL_DEFAULT_PIDFILE);
+	if (*statefile == NULL)
+		*statefile = strdup(KEEL_DEFAULT_STATEFILE);
+	if (opt->pidfile != NULL) {
+		free(*pidfile);
+		*pidfile = strdup(opt->pidfile);
+	}
+}
+
+/* Is the keeld of @pidfile still alive? */
+static int
+control_alive(const char *pidfile)
+{
+	struct errbuf eb = { 0 };
+	pid_t pid = pidfile_running(pidfile, &eb);
+
+	errbuf_clear(&eb);
+	return pid > 0;
+}
+
+/* reload: signal, then wait for a reload that began after we asked. */
+static int
+control_reload(pid_t pid, const char *pidfile, const char *statefile)
+{
+	unsigned long started = control_state_num(statefile, "reload-started");
+	int waited;
+
+	if (kill(pid, SIGHUP) == -1) {
+		fprintf(stderr, "keeld: cannot signal pid %ld: %s\n", (long)pid,
+			strerror(errno));
+		return 1;
+	}
+	for (waited = 0; waited < 30000; waited += CONTROL_POLL_MS) {
+		char *text = state_read(statefile), *done, *last, *gen;
+		int rc = -1;
+
+		if (text != NULL) {
+			done = state_get(text, "reload-done");
+			last = state_get(text, "last-reload");
+			gen = state_get(text, "generation");
+			if (done != NULL && strtoul(done, NULL, 10) > started &&
+			    last != NULL) {
+				if (strcmp(last, "ok") == 0) {
+					printf("reload applied: generation %s\n",
+					       gen != NULL ? gen : "?");
+					rc = 0;
+				} else {
+					fprintf(stderr, "keeld: reload %s\n",
+						last);
+					rc = 1;
+				}
+			}
+			free(done);
+			free(last);
+			free(gen);
+			free(text);
+		}
+		if (rc != -1)
+			return rc;
+		if (!control_alive(pidfile)) {
+			fprintf(stderr,
+				"keeld: the daemon exited during the reload\n");
+			return 1;
+		}
+		control_nap();
+	}
+	fprintf(stderr, "keeld: no reload outcome after 30 s (state file %s)\n",
+		statefile);
+	return 1;
+}
+
+/* stop: signal, then wait until the pidfile lock is released. */
+static int
+control_stop(pid_t pid, const char *pidfile, double timeout)
+{
+	long limit = (long)(timeout * 1000) + 5000, waited;
+
+	if (kill(pid, SIGTERM) == -1) {
+		fprintf(stderr, "keeld: cannot signal pid %ld: %s\n", (long)pid,
+			strerror(errno));
+		return 1;
+	}
+	for (waited = 0; waited < limit; waited += CONTROL_POLL_MS) {
+		if (!control_alive(pidfile)) {
+			printf("keeld (pid %ld) stopped\n", (long)pid);
+			return 0;
+		}
+		control_nap();
+	}
+	fprintf(stderr, "keeld: pid %ld still running after %ld ms\n",
+		(long)pid, limit);
+	return 1;
+}
+
+/* status: ask for a fresh dump, print the state file. */
+static int
+control_status(pid_t pid, const char *statefile)
+{
+	unsigned long dumps = control_state_num(statefile, "dumps");
+	char *text;
+	int waited;
+
+	if (kill(pid, SIGUSR2) == -1) {
+		fprintf(stderr, "keeld: cannot signal pid %ld: %s\n", (long)pid,
+			strerror(errno));
+		return 1;
+	}
+	for (waited = 0; waited < 2000; waited += CONTROL_POLL_MS) {
+		if (control_state_num(statefile, "dumps") > dumps)
+			break;
+		control_nap();
+	}
+	text = state_read(statefile);
+	if (text == NULL) {
+		fprintf(stderr, "keeld: cannot read state file %s: %s\n",
+			statefile, strerror(errno));
+		return 1;
+	}
+	fputs(text, stdout);
+	free(text);
+	if (waited >= 2000) {
+		fprintf(stderr,
+			"keeld: pid %ld did not refresh its status; shown as last written\n",
+			(long)pid);
+		return 1;
+	}
+	return 0;
+}
+
+/* keeld -s CMD. Returns the exit status. */
+int
+keel_main_control(const struct keel_options *opt, const char *cmd)
+{
+	struct errbuf eb = { 0 };
+	char *pidfile, *statefile;
+	double timeout;
+	pid_t pid;
+	int rc, sig = 0;
+
+	if (strcmp(cmd, "reload") != 0 && strcmp(cmd, "stop") != 0 &&
+	    strcmp(cmd, "reopen") != 0 && strcmp(cmd, "wake") != 0 &&
+	    strcmp(cmd, "status") != 0) {
+		fprintf(stderr,
+			"keeld: unknown command '%s' (reload, stop, reopen, wake, status)\n",
+			cmd);
+		return 2;
+	}
+	control_paths(opt, &pidfile, &statefile, &timeout);
+	pid = pidfile_running(pidfile, &eb);
+	if (pid == 0) {
+		fprintf(stderr, "keeld: %s",
+			eb.text != NULL ? eb.text : "not running\n");
+		rc = 1;
+	} else if (strcmp(cmd, "reload") == 0) {
+		rc = control_reload(pid, pidfile, statefile);
+	} else if (strcmp(cmd, "stop") == 0) {
+		rc = control_stop(pid, pidfile, timeout);
+	} else if (strcmp(cmd, "status") == 0) {
+		rc = control_status(pid, statefile);
+	} else {
+		sig = strcmp(cmd, "reopen") == 0 ? SIGUSR1 : SIGALRM;
+		rc = kill(pid, sig) == -1 ? 1 : 0;
+		if (rc != 0)
+			fprintf(stderr, "keeld: cannot signal pid %ld: %s\n",
+				(long)pid, strerror(errno));
+	}
+	errbuf_clear(&eb);
+	free(pidfile);
+	free(statefile);
+	return rc;
+}

@@ -1,0 +1,295 @@
+/* Logging to syslog, stderr or a file, reopened on request. */
+#include "keel-internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+enum log_kind { LOG_TO_STDERR, LOG_TO_SYSLOG, LOG_TO_FILE };
+
+static struct {
+	enum log_kind kind;
+	int level;
+	int fd;     /* LOG_TO_FILE */
+	char *path; /* LOG_TO_FILE */
+	char *target;
+	const char *ident;
+} log_state = { LOG_TO_STDERR, KEEL_LOG_INFO, -1, NULL, NULL, "keeld" };
+
+static const char *const log_names[] = {
+	[KEEL_LOG_ERR] = "error",     [KEEL_LOG_WARNING] = "warning",
+	[KEEL_LOG_NOTICE] = "notice", [KEEL_LOG_INFO] = "info",
+	[KEEL_LOG_DEBUG] = "debug",
+};
+
+/* Start logging to stderr at @level, before any configuration is read. */
+void
+log_init(const char *ident, int level)
+{
+	log_state.ident = ident;
+	log_state.level = level;
+}
+
+/* Map a level name to its value, or -1. */
+int
+log_level_parse(const char *name)
+{
+	int i;
+
+	for (i = KEEL_LOG_ERR; i <= KEEL_LOG_DEBUG; i++)
+		if (strcmp(name, log_names[i]) == 0)
+			return i;
+	return -1;
+}
+
+/* Name a level. */
+const char *
+log_level_name(int level)
+{
+	if (level < KEEL_LOG_ERR || level > KEEL_LOG_DEBUG)
+		return "?";
+	return log_names[level];
+}
+
+/* Open the log file of the current target. */
+static int
+log_open_file(const char *path)
+{
+	return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY,
+		    0640);
+}
+
+/*
+ * Switch to @target ("syslog", "stderr" or an absolute file path) at @level.
+ * On failure the current target stays and the reason goes to @eb.
+ */
+int
+log_configure(const char *target, int level, struct errbuf *eb)
+{
+	int fd = -1;
+	enum log_kind kind;
+
+	if (strcmp(target, "syslog") == 0)
+		kind = LOG_TO_SYSLOG;
+	else if (strcmp(target, "stderr") == 0)
+		kind = LOG_TO_STDERR;
+	else {
+		kind = LOG_TO_FILE;
+		fd = log_open_file(target);
+		if (fd == -1) {
+			errbuf_add(eb, "cannot open log file %s: %s", target,
+				   strerror(errno));
+			return -1;
+		}
+	}
+	if (log_state.target != NULL && strcmp(log_state.target, target) == 0 &&
+	    kind != LOG_TO_FILE) {
+		log_state.level = level;
+		return 0;
+	}
+	log_close();
+	log_state.kind = kind;
+	log_state.fd = fd;
+	log_state.target = strdup(target);
+	if (kind == LOG_TO_FILE)
+		log_state.path = strdup(target);
+	if (kind == LOG_TO_SYSLOG)
+		openlog(log_state.ident, LOG_PID | LOG_NDELAY, LOG_DAEMON);
+	log_state.level = level;
+	return 0;
+}
+
+/* Change only the level. */
+void
+log_set_level(int level)
+{
+	log_state.level = level;
+}
+
+/* Reopen the log file (after logrotate moved it); keep the old on failure. */
+void
+log_reopen(void)
+{
+	int fd;
+
+	if (log_state.kind != LOG_TO_FILE)
+		return;
+	fd = log_open_file(log_state.path);
+	if (fd == -1) {
+		log_warn("cannot reopen log file %s", log_state.path);
+		return;
+	}
+	close(log_state.fd);
+	log_state.fd = fd;
+	log_debug("log file %s reopened", log_state.path);
+}
+
+/* Close the current target and fall back to stderr. */
+void
+log_close(void)
+{
+	if (log_state.kind == LOG_TO_FILE && log_state.fd != -1)
+		close(log_state.fd);
+	if (log_state.kind == LOG_TO_SYSLOG)
+		closelog();
+	free(log_state.path);
+	free(log_state.target);
+	log_state.path = NULL;
+	log_state.target = NULL;
+	log_state.fd = -1;
+	log_state.kind = LOG_TO_STDERR;
+}
+
+/* The current target, as configured. */
+const char *
+log_target(void)
+{
+	return log_state.target != NULL ? log_state.target : "stderr";
+}
+
+/* Return non-zero when @level is written. */
+int
+keel_log_enabled(int level)
+{
+	return level <= log_state.level;
+}
+
+/* Format and write one message. */
+void
+keel_vlog(int level, const char *fmt, va_list ap)
+{
+	char line[4096];
+	char stamp[64];
+	struct timeval tv;
+	struct tm tm;
+	int n, m;
+	int saved = errno;
+
+	if (!keel_log_enabled(level))
+		return;
+	if (log_state.kind == LOG_TO_SYSLOG) {
+		vsyslog(level, fmt, ap);
+		errno = saved;
+		return;
+	}
+	gettimeofday(&tv, NULL);
+	localtime_r(&tv.tv_sec, &tm);
+	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+	n = snprintf(line, sizeof(line), "%s.%03ld %s[%ld]: %s: ", stamp,
+		     (long)tv.tv_usec / 1000, log_state.ident, (long)getpid(),
+		     log_level_name(level));
+	m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+	if (m < 0)
+		m = 0;
+	n += m;
+	if ((size_t)n > sizeof(line) - 2)
+		n = sizeof(line) - 2;
+	line[n++] = '\n';
+	/* One write(2) per line: lines from several writers never interleave.
+	 */
+	if (write(log_state.kind == LOG_TO_FILE ? log_state.fd : STDERR_FILENO,
+		  line, (size_t)n) < 0) {
+		/* Nowhere left to report it. */
+	}
+	errno = saved;
+}
+
+/* Log a message at @level. */
+void
+keel_log(int level, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	keel_vlog(level, fmt, ap);
+	va_end(ap);
+}
+
+/* Log with ": strerror(errno)" appended. */
+static void
+log_vwarn(int level, const char *fmt, va_list ap)
+{
+	char msg[2048];
+	int saved = errno;
+
+	if (!keel_log_enabled(level))
+		return;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	keel_log(level, "%s: %s", msg, strerror(saved));
+	errno = saved;
+}
+
+/* Warn with the reason in errno. */
+void
+log_warn(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vwarn(KEEL_LOG_WARNING, fmt, ap);
+	va_end(ap);
+}
+
+/* Warn. */
+void
+log_warnx(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	keel_vlog(KEEL_LOG_WARNING, fmt, ap);
+	va_end(ap);
+}
+
+/* Inform. */
+void
+log_info(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	keel_vlog(KEEL_LOG_INFO, fmt, ap);
+	va_end(ap);
+}
+
+/* Debug. */
+void
+log_debug(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	keel_vlog(KEEL_LOG_DEBUG, fmt, ap);
+	va_end(ap);
+}
+
+/* Log an error with errno's reason and exit. */
+void
+fatal(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vwarn(KEEL_LOG_ERR, fmt, ap);
+	va_end(ap);
+	exit(1);
+}
+
+/* Log an error and exit. */
+void
+fatalx(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	keel_vlog(KEEL_LOG_ERR, fmt, ap);
+	va_end(ap);
+	exit(1);
+}

@@ -1,0 +1,129 @@
+/* The pidfile: created without following links, locked for life. */
+#include "keel-internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Read the pid written in an open pidfile, 0 if none. */
+static pid_t
+pidfile_read_fd(int fd)
+{
+	char buf[32];
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+	long v;
+
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	v = strtol(buf, NULL, 10);
+	return v > 0 ? (pid_t)v : 0;
+}
+
+/*
+ * Open and lock @path. Returns the fd, or -1 with the reason in @eb and, when
+ * another instance holds it, its pid in @holder. Nothing is written to a
+ * pidfile we did not lock.
+ */
+int
+pidfile_acquire(const char *path, pid_t *holder, struct errbuf *eb)
+{
+	struct stat st;
+	int fd;
+
+	*holder = 0;
+	fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY,
+		  0644);
+	if (fd == -1) {
+		if (errno == ELOOP)
+			errbuf_add(eb,
+				   "pidfile %s is a symbolic link: refusing it",
+				   path);
+		else
+			errbuf_add(eb, "cannot open pidfile %s: %s", path,
+				   strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+		errbuf_add(eb, "pidfile %s is not a regular file", path);
+		close(fd);
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
+		int e = errno;
+
+		*holder = pidfile_read_fd(fd);
+		if (e == EWOULDBLOCK)
+			errbuf_add(
+				eb,
+				"another keeld is running (pid %ld, pidfile %s locked)",
+				(long)*holder, path);
+		else
+			errbuf_add(eb, "cannot lock pidfile %s: %s", path,
+				   strerror(e));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Write @pid into the locked pidfile. */
+int
+pidfile_write(int fd, pid_t pid)
+{
+	char buf[32];
+	int n = snprintf(buf, sizeof(buf), "%ld\n", (long)pid);
+
+	if (ftruncate(fd, 0) == -1 || pwrite(fd, buf, (size_t)n, 0) != n)
+		return -1;
+	return 0;
+}
+
+/*
+ * Remove the pidfile while still holding the lock. After privileges were
+ * dropped the directory may not allow it: then empty it, which marks it stale.
+ */
+void
+pidfile_release(int fd, const char *path)
+{
+	if (fd == -1)
+		return;
+	if (unlink(path) == -1 && ftruncate(fd, 0) == -1)
+		log_warn("cannot remove pidfile %s", path);
+	close(fd);
+}
+
+/*
+ * The pid of the keeld holding @path, or 0 (reason in @eb) when no live
+ * instance holds it: missing, empty or unlocked (stale).
+ */
+pid_t
+pidfile_running(const char *path, struct errbuf *eb)
+{
+	pid_t pid;
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+
+	if (fd == -1) {
+		errbuf_add(eb, "keeld is not running (pidfile %s: %s)", path,
+			   strerror(errno));
+		return 0;
+	}
+	if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
+		flock(fd, LOCK_UN);
+		close(fd);
+		errbuf_add(eb, "keeld is not running (pidfile %s is stale)",
+			   path);
+		return 0;
+	}
+	pid = pidfile_read_fd(fd);
+	close(fd);
+	if (pid == 0)
+		errbuf_add(eb, "pidfile %s is locked but holds no pid yet",
+			   path);
+	return pid;
+}

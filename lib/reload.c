@@ -1,0 +1,173 @@
+/* The configuration transaction: parse, validate, prepare, commit or abort. */
+#include "keel-internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Return non-zero when @cfg lists module @name in `load`. */
+static int
+reload_loads(cfg_t *cfg, const char *name)
+{
+	unsigned int i;
+
+	for (i = 0; i < cfg_size(cfg, "load"); i++)
+		if (strcmp(cfg_getnstr(cfg, "load", i), name) == 0)
+			return 1;
+	return 0;
+}
+
+/* The core's own prepare: can the new log file be opened? */
+static int
+reload_prepare_core(struct keel *k, cfg_t *cfg, struct errbuf *eb)
+{
+	const char *target =
+		cfg_size(cfg, "log") > 0 ? cfg_getstr(cfg, "log") : NULL;
+	int fd;
+
+	(void)k;
+	if (target == NULL || target[0] != '/' ||
+	    strcmp(target, log_target()) == 0)
+		return 0;
+	fd = open(target, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY,
+		  0640);
+	if (fd == -1) {
+		errbuf_add(eb, "%s: log: cannot open %s: %s", cfg->filename,
+			   target, strerror(errno));
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+/* Throw away what the transaction prepared and started. */
+static void
+reload_abort(struct keel *k)
+{
+	struct keel_module *m;
+
+	for (m = k->modules; m != NULL; m = m->next) {
+		if (m->txn != NULL) {
+			m->desc->abort(m, m->txn);
+			m->txn = NULL;
+		}
+		m->remove_now = 0;
+	}
+	for (m = k->modules; m != NULL; m = m->next) {
+		if (m->started_now) {
+			m->started_now = 0;
+			module_stop(m);
+			/* A module started for nothing has nothing to drain. */
+			if (m->state == MODULE_STOPPING)
+				m->desc->stop(m);
+		}
+	}
+}
+
+/* Prepare one module for @cfg, starting it first if it is new. */
+static int
+reload_prepare_module(struct keel_module *m, cfg_t *cfg, unsigned int flags,
+		      struct errbuf *eb)
+{
+	int before = eb->count;
+	int rc;
+
+	if (m->state == MODULE_STOPPING) {
+		errbuf_add(
+			eb,
+			"%s: module '%s' is still stopping; try again when it has drained",
+			cfg->filename, m->name);
+		return -1;
+	}
+	if (m->state == MODULE_IDLE) {
+		m->eb = eb;
+		rc = m->desc->start(m);
+		m->eb = NULL;
+		if (rc == -1) {
+			if (eb->count == before)
+				errbuf_add(eb,
+					   "%s: module '%s' failed to start",
+					   cfg->filename, m->name);
+			return -1;
+		}
+		m->state = MODULE_RUNNING;
+		m->started_now = 1;
+	}
+	m->txn = NULL;
+	m->eb = eb;
+	rc = m->desc->prepare(m, cfg, flags, &m->txn);
+	m->eb = NULL;
+	if (rc == -1) {
+		if (eb->count == before)
+			errbuf_add(eb,
+				   "%s: module '%s' rejected the configuration",
+				   cfg->filename, m->name);
+		if (m->txn != NULL) {
+			m->desc->abort(m, m->txn);
+			m->txn = NULL;
+		}
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Run one transaction for the configuration file. @parsed, when given, is a
+ * configuration already parsed from it (start-up) and is consumed. With
+ * KEEL_PREPARE_CHECK everything is validated and prepared, then aborted.
+ * On success the new configuration is k->cfg and the old one is freed.
+ */
+int
+reload_transaction(struct keel *k, cfg_t *parsed, unsigned int flags,
+		   struct errbuf *eb)
+{
+	struct keel_module *m;
+	cfg_t *cfg = parsed, *old;
+
+	if (cfg == NULL)
+		cfg = config_load(k, k->config_path, eb);
+	if (cfg == NULL)
+		return -1;
+	if (reload_prepare_core(k, cfg, eb) == -1) {
+		cfg_free(cfg);
+		return -1;
+	}
+	for (m = k->modules; m != NULL; m = m->next) {
+		if (!reload_loads(cfg, m->name)) {
+			m->remove_now = m->state == MODULE_RUNNING;
+			continue;
+		}
+		if (reload_prepare_module(m, cfg, flags, eb) == -1) {
+			reload_abort(k);
+			cfg_free(cfg);
+			return -1;
+		}
+	}
+	if (flags & KEEL_PREPARE_CHECK) {
+		reload_abort(k);
+		cfg_free(cfg);
+		return 0;
+	}
+	for (m = k->modules; m != NULL; m = m->next) {
+		if (reload_loads(cfg, m->name)) {
+			m->desc->commit(m, m->txn);
+			m->txn = NULL;
+			m->started_now = 0;
+		}
+	}
+	for (m = k->modules; m != NULL; m = m->next) {
+		if (m->remove_now) {
+			m->remove_now = 0;
+			keel_module_log(m, KEEL_LOG_INFO,
+					"removed from load: stopping");
+			module_stop(m);
+		}
+	}
+	old = k->cfg;
+	k->cfg = cfg;
+	keel_apply_core(k, old);
+	if (old != NULL)
+		cfg_free(old);
+	return 0;
+}
