@@ -106,7 +106,7 @@ int
 module_load_file(struct keel *k, const char *dir, const char *file, char *why,
 		 size_t whylen)
 {
-	char path[4096], fdpath[64], name[256];
+	char path[4096], name[256];
 	const struct keel_module_desc *d;
 	struct keel_module *m, **tail;
 	struct stat st;
@@ -131,9 +131,13 @@ module_load_file(struct keel *k, const char *dir, const char *file, char *why,
 		close(fd);
 		return -1;
 	}
-	snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", fd);
-	dl = dlopen(fdpath, RTLD_NOW | RTLD_LOCAL);
+	/*
+	 * dlopen by path, not through /proc/self/fd/N: glibc recognises loaded
+	 * objects by name, and a reused fd number would return another module.
+	 * The directory was checked too, so nobody else can swap the file.
+	 */
 	close(fd);
+	dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
 	if (dl == NULL) {
 		snprintf(why, whylen, "%s: cannot load: %s", path, dlerror());
 		return -1;

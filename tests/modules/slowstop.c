@@ -5,6 +5,7 @@
 #include <event2/event.h>
 #include <keel/keel.h>
 #include <stdlib.h>
+#include <time.h>
 
 struct slowstop {
 	double delay;
@@ -25,15 +26,26 @@ slowstop_done(evutil_socket_t fd, short what, void *arg)
 	keel_module_stopped(m);
 }
 
-/* Allocate. */
+/*
+ * Allocate. Test-only: KEEL_TEST_START_DELAY (seconds) holds up
+ * start-up on purpose, so that tests can signal a keeld that is starting.
+ */
 static int
 slowstop_start(struct keel_module *m)
 {
 	struct slowstop *s = calloc(1, sizeof(*s));
+	const char *delay = getenv("KEEL_TEST_START_DELAY");
 
 	if (s == NULL)
 		return -1;
 	keel_module_set_data(m, s);
+	if (delay != NULL) {
+		double d = atof(delay);
+		struct timespec ts = { (time_t)d,
+				       (long)((d - (double)(time_t)d) * 1e9) };
+
+		nanosleep(&ts, NULL);
+	}
 	return 0;
 }
 

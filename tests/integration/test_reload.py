@@ -1,0 +1,202 @@
+"""SIGHUP reload: applied when good, rejected with FILE:LINE when not, and
+the old configuration keeps running unchanged."""
+import os
+import pwd
+import re
+import signal
+import time
+import unittest
+
+from keeltest import HEARTBEAT, Keeld, main, wait_for
+
+
+class Reload(unittest.TestCase):
+    def setUp(self):
+        self.k = Keeld(HEARTBEAT % ("old message", 0.2))
+        self.addCleanup(self.k.close)
+        self.k.start()
+        self.k.wait_log("heartbeat: a: old message")
+
+    def test_changed_message_and_interval_are_applied(self):
+        self.assertEqual(self.k.generation(), 1)
+        self.k.write(HEARTBEAT % ("new message", 0.1))
+        rc, out, err = self.k.ctl("reload")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("reload applied: generation 2", out)
+        self.assertEqual(self.k.generation(), 2)
+        mark = len(self.k.log())
+        self.k.wait_log("heartbeat: a: new message", after=mark)
+        rc, out, _ = self.k.ctl("status")
+        self.assertIn("heartbeat.a: every 0.1s", out)
+        self.assertIn("last-reload: ok", out)
+        # The faster interval is really in force: about 10 beats a second.
+        mark = len(self.k.log())
+        time.sleep(1.0)
+        beats = self.k.log()[mark:].count("heartbeat: a: new message")
+        self.assertGreaterEqual(beats, 6)
+
+    def reject(self, body, expect, raw=False, line=True):
+        """Write a bad file, reload, and check nothing changed but the error."""
+        if raw:
+            self.k.write(body, raw=True)
+        else:
+            self.k.write(body)
+        rc, out, err = self.k.ctl("reload")
+        self.assertNotEqual(rc, 0, "reload of a bad file succeeded: " + out)
+        rx = re.escape(self.k.conf) + (r":\d+: " if line else r"[:\d]*: ") + ".*" + expect
+        self.assertRegex(err, rx)
+        self.assertEqual(self.k.generation(), 1)
+        st = self.k.state()
+        self.assertTrue(st["last-reload"].startswith("failed: "), st["last-reload"])
+        self.assertRegex(st["last-reload"], expect)
+        # The old configuration still runs: the old message keeps coming.
+        mark = len(self.k.log())
+        self.k.wait_log("heartbeat: a: old message", after=mark)
+        self.assertTrue(self.k.alive())
+        return err
+
+    def test_syntax_error(self):
+        self.reject(HEARTBEAT % ("x", 0.2) + "heartbeat b { message = }\n", "unexpected")
+
+    def test_unknown_option(self):
+        self.reject(HEARTBEAT % ("x", 0.2) + "colour = \"blue\"\n", r"no such option 'colour'")
+
+    def test_value_out_of_range(self):
+        err = self.reject(HEARTBEAT % ("x", -3), r"interval -3 is out of range")
+        self.assertIn(self.k.conf + ":9:", err)
+
+    def test_core_value_out_of_range(self):
+        self.reject(HEARTBEAT % ("x", 0.2) + "shutdown-timeout = 0\n", r"shutdown-timeout: 0 is out of range")
+
+    def test_file_truncated_in_a_section(self):
+        err = self.reject(HEARTBEAT % ("x", 0.2) + "heartbeat b {\n  message = \"y\"\n", r"section 'heartbeat' is not closed")
+        self.assertIn(self.k.conf + ":11:", err)
+
+    def test_missing_include(self):
+        self.reject(HEARTBEAT % ("x", 0.2) + 'include("nowhere.conf")\n', r"nowhere.conf.*No such file")
+
+    def test_duplicate_section_title(self):
+        self.reject(HEARTBEAT % ("x", 0.2) + HEARTBEAT % ("y", 0.3), r"duplicate title 'a'")
+
+    def test_section_of_a_module_not_loaded(self):
+        self.k.write(HEARTBEAT % ("x", 0.2), modules=())
+        rc, out, err = self.k.ctl("reload")
+        self.assertNotEqual(rc, 0)
+        self.assertIn(self.k.conf + ":7: section 'heartbeat' belongs to module 'heartbeat', which is not in load", err)
+        self.assertEqual(self.k.generation(), 1)
+        mark = len(self.k.log())
+        self.k.wait_log("heartbeat: a: old message", after=mark)
+
+    def test_unknown_module_in_load(self):
+        self.k.write(HEARTBEAT % ("x", 0.2), modules=("heartbeat", "nosuch"))
+        rc, out, err = self.k.ctl("reload")
+        self.assertNotEqual(rc, 0)
+        self.assertRegex(err, re.escape(self.k.conf) + r":6: load: no module 'nosuch'")
+        self.assertEqual(self.k.generation(), 1)
+
+    def test_directory_as_config(self):
+        os.rename(self.k.conf, self.k.conf + ".saved")
+        os.mkdir(self.k.conf)
+        self.k.kill(signal.SIGHUP)
+        wait_for(lambda: self.k.state().get("reload-done") == "1", what="reload done")
+        self.assertIn(self.k.conf + ": is a directory", self.k.state()["last-reload"])
+        self.k.wait_log("error: " + re.escape(self.k.conf) + ": is a directory")
+        self.assertEqual(self.k.generation(), 1)
+        self.assertTrue(self.k.alive())
+
+    def test_good_include_relative_to_the_file(self):
+        with open(os.path.join(self.k.dir, "beats.conf"), "w") as f:
+            f.write(HEARTBEAT.replace("heartbeat a", "heartbeat inc") % ("included", 0.2))
+        self.k.write(HEARTBEAT % ("old message", 0.2) + 'include("beats.conf")\n')
+        rc, out, err = self.k.ctl("reload")
+        self.assertEqual(rc, 0, err)
+        self.k.wait_log("heartbeat: inc: included")
+
+    def test_error_in_an_include_names_the_included_file(self):
+        inc = os.path.join(self.k.dir, "bad.conf")
+        with open(inc, "w") as f:
+            f.write("\n\nheartbeat z {\n  interval = 0\n}\n")
+        self.k.write(HEARTBEAT % ("x", 0.2) + 'include("bad.conf")\n')
+        rc, out, err = self.k.ctl("reload")
+        self.assertNotEqual(rc, 0)
+        self.assertIn(inc + ":4: heartbeat: interval 0 is out of range", err)
+
+    def test_removed_and_added_sections(self):
+        self.k.write(HEARTBEAT.replace("heartbeat a", "heartbeat b") % ("from b", 0.2))
+        self.assertEqual(self.k.ctl("reload")[0], 0)
+        mark = len(self.k.log())
+        self.k.wait_log("heartbeat: b: from b", after=mark)
+        time.sleep(0.5)
+        self.assertNotIn("heartbeat: a:", self.k.log()[mark:])
+        rc, out, _ = self.k.ctl("status")
+        self.assertNotIn("heartbeat.a:", out)
+
+    def test_module_removed_from_load_and_back(self):
+        self.k.write("", modules=())
+        self.assertEqual(self.k.ctl("reload")[0], 0)
+        mark = len(self.k.log())
+        time.sleep(0.5)
+        self.assertNotIn("heartbeat: a:", self.k.log()[mark:])
+        self.assertEqual(self.k.state()["modules"], "")
+        self.k.write(HEARTBEAT % ("back", 0.2))
+        self.assertEqual(self.k.ctl("reload")[0], 0)
+        self.k.wait_log("heartbeat: a: back", after=mark)
+        self.assertEqual(self.k.generation(), 3)
+
+    def test_burst_of_1000_sighups(self):
+        for _ in range(999):
+            os.kill(self.k.pid, signal.SIGHUP)
+        self.k.write(HEARTBEAT % ("the latest", 0.2))
+        os.kill(self.k.pid, signal.SIGHUP)
+        mark = len(self.k.log())
+        self.k.wait_log("heartbeat: a: the latest", timeout=20, after=mark)
+        # Wait for the burst to settle, then count reloads.
+        def settled():
+            a = self.k.state().get("reload-done")
+            time.sleep(0.3)
+            return a == self.k.state().get("reload-done")
+        wait_for(settled, 10)
+        st = self.k.state()
+        reloads = int(st["reload-done"])
+        self.assertTrue(self.k.alive())
+        self.assertGreaterEqual(reloads, 1)
+        self.assertLess(reloads, 100, "a burst of 1000 SIGHUPs ran %d reloads" % reloads)
+        self.assertEqual(st["reload-started"], st["reload-done"])
+        self.assertEqual(self.k.ctl("status")[0], 0)
+        print("1000 SIGHUPs -> %d reloads" % reloads)
+
+    def test_check_mode_validates_without_touching_the_daemon(self):
+        rc, out, err = self.k.check()
+        self.assertEqual(rc, 0, err)
+        self.assertIn("configuration OK", out)
+        self.k.write(HEARTBEAT % ("x", 0.2) + "bogus = 1\n")
+        rc, out, err = self.k.check()
+        self.assertNotEqual(rc, 0)
+        self.assertIn(self.k.conf + ":11: no such option 'bogus'", err)
+        self.assertEqual(self.k.generation(), 1)
+        self.assertEqual(self.k.state()["reload-done"], "0")
+
+
+class UnreadableConfig(unittest.TestCase):
+    """As root every file is readable: drop to nobody, then make it unreadable."""
+
+    def test_unreadable_file_is_rejected(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root to drop privileges")
+        nobody = pwd.getpwnam("nobody")
+        k = Keeld(HEARTBEAT % ("old message", 0.2) + 'user = "nobody"\n')
+        self.addCleanup(k.close)
+        os.chown(k.dir, nobody.pw_uid, nobody.pw_gid)
+        k.start()
+        k.wait_log("heartbeat: a: old message")
+        os.chmod(k.conf, 0)
+        rc, out, err = k.ctl("reload")
+        self.assertNotEqual(rc, 0)
+        self.assertIn(k.conf + ": cannot open: Permission denied", err)
+        self.assertEqual(k.generation(), 1)
+        mark = len(k.log())
+        k.wait_log("heartbeat: a: old message", after=mark)
+
+
+if __name__ == "__main__":
+    main()
