@@ -9,15 +9,51 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 /* What the parse under way reports to and records; parsing is not reentrant. */
+#define CONFIG_MAX_INCLUDES 64
+
 static struct {
 	struct errbuf *eb;
 	struct config_scan scan;
 	struct keel *k;
+	/* Includes are parsed from memfds holding their cleaned text. */
+	int inc_fd[CONFIG_MAX_INCLUDES];
+	char *inc_name[CONFIG_MAX_INCLUDES]; /* "/proc/self/fd/N" */
+	char *inc_path[CONFIG_MAX_INCLUDES]; /* the real file */
+	int ninc;
 } config_ctx;
+
+/* The name to show for a file libconfuse parsed (maps include memfds). */
+const char *
+config_display_name(const char *filename)
+{
+	int i;
+
+	if (filename == NULL)
+		return NULL;
+	for (i = 0; i < config_ctx.ninc; i++)
+		if (strcmp(config_ctx.inc_name[i], filename) == 0)
+			return config_ctx.inc_path[i];
+	return filename;
+}
+
+/* Close the include memfds of the last parse. */
+static void
+config_includes_free(void)
+{
+	int i;
+
+	for (i = 0; i < config_ctx.ninc; i++) {
+		close(config_ctx.inc_fd[i]);
+		free(config_ctx.inc_name[i]);
+		free(config_ctx.inc_path[i]);
+	}
+	config_ctx.ninc = 0;
+}
 
 /* Report a libconfuse error as FILE:LINE: message. */
 static void
@@ -29,10 +65,11 @@ config_errfunc(cfg_t *cfg, const char *fmt, va_list ap)
 	if (config_ctx.eb == NULL)
 		return;
 	if (cfg != NULL && cfg->filename != NULL && cfg->line > 0)
-		errbuf_add(config_ctx.eb, "%s:%d: %s", cfg->filename, cfg->line,
-			   msg);
+		errbuf_add(config_ctx.eb, "%s:%d: %s",
+			   config_display_name(cfg->filename), cfg->line, msg);
 	else if (cfg != NULL && cfg->filename != NULL)
-		errbuf_add(config_ctx.eb, "%s: %s", cfg->filename, msg);
+		errbuf_add(config_ctx.eb, "%s: %s",
+			   config_display_name(cfg->filename), msg);
 	else
 		errbuf_add(config_ctx.eb, "%s", msg);
 }
@@ -47,6 +84,18 @@ struct scan_tok {
 	size_t len;
 	int line;
 };
+
+/*
+ * Blank one comment byte in the clean copy. libconfuse 3.3 miscounts lines
+ * after comments (+2 per `#` or `//` line, +1 per block comment, measured),
+ * so it is given the text without them: its FILE:LINE is then right.
+ */
+static void
+scan_blank(struct config_scan *sc, const char *text, const char *p)
+{
+	if (sc->clean != NULL && *p != '\n')
+		sc->clean[p - text] = ' ';
+}
 
 /* Remember a top-level section's opening line. */
 static int
@@ -139,24 +188,26 @@ config_scan_text(const char *file, const char *text, size_t len,
 		}
 		if (c == '#' || (c == '/' && p + 1 < end && p[1] == '/')) {
 			while (p < end && *p != '\n')
-				p++;
+				scan_blank(sc, text, p++);
 			continue;
 		}
 		if (c == '/' && p + 1 < end && p[1] == '*') {
 			int start = line;
 
-			p += 2;
+			scan_blank(sc, text, p++);
+			scan_blank(sc, text, p++);
 			while (p + 1 < end && !(p[0] == '*' && p[1] == '/')) {
 				if (*p == '\n')
 					line++;
-				p++;
+				scan_blank(sc, text, p++);
 			}
 			if (p + 1 >= end) {
 				errbuf_add(eb, "%s:%d: comment is not closed",
 					   file, start);
 				return -1;
 			}
-			p += 2;
+			scan_blank(sc, text, p++);
+			scan_blank(sc, text, p++);
 			continue;
 		}
 		if (c == '"' || c == '\'') {
@@ -369,41 +420,61 @@ config_resolve(const char *from, const char *name)
 }
 
 /*
- * include("file"): relative to the including file, checked by the pre-scan
- * like the main file, then handed to libconfuse.
+ * include("file"): relative to the including file, checked and cleaned by
+ * the pre-scan like the main file, handed to libconfuse through a memfd.
  */
 static int
 config_include(cfg_t *cfg, cfg_opt_t *opt, int argc, const char **argv)
 {
 	const char *args[1];
-	char *path, *text = NULL;
-	size_t len;
+	char *path, *text = NULL, *name = NULL;
+	size_t len = 0;
 	struct errbuf local = { 0 };
-	int rc;
+	int fd = -1, rc;
 
 	if (argc != 1) {
 		cfg_error(cfg, "include() takes exactly one file name");
 		return 1;
 	}
-	path = config_resolve(cfg->filename, argv[0]);
+	if (config_ctx.ninc == CONFIG_MAX_INCLUDES) {
+		cfg_error(cfg, "more than %d includes", CONFIG_MAX_INCLUDES);
+		return 1;
+	}
+	path = config_resolve(config_display_name(cfg->filename), argv[0]);
 	if (path == NULL) {
 		cfg_error(cfg, "out of memory");
 		return 1;
 	}
-	if (config_read_file(path, &text, &len, &local) == -1 ||
-	    config_scan_text(path, text, len, &config_ctx.scan, &local) == -1) {
-		cfg_error(cfg, "include(\"%s\"): %s", argv[0],
-			  local.first != NULL ? local.first : "failed");
-		errbuf_clear(&local);
-		free(text);
-		free(path);
-		return 1;
+	if (config_read_file(path, &text, &len, &local) == -1) {
+		cfg_error(cfg, "include(\"%s\"): %s", argv[0], local.first);
+		goto fail;
 	}
+	config_ctx.scan.clean =
+		text; /* cleaned in place: the scan reads ahead */
+	rc = config_scan_text(path, text, len, &config_ctx.scan, config_ctx.eb);
+	config_ctx.scan.clean = NULL;
+	if (rc == -1)
+		goto fail;
+	fd = memfd_create("keel-include", MFD_CLOEXEC);
+	if (fd == -1 || write(fd, text, len) != (ssize_t)len ||
+	    asprintf(&name, "/proc/self/fd/%d", fd) < 0) {
+		cfg_error(cfg, "include(\"%s\"): %s", argv[0], strerror(errno));
+		goto fail;
+	}
+	config_ctx.inc_fd[config_ctx.ninc] = fd;
+	config_ctx.inc_name[config_ctx.ninc] = name;
+	config_ctx.inc_path[config_ctx.ninc] = path;
+	config_ctx.ninc++;
 	free(text);
-	args[0] = path;
-	rc = cfg_include(cfg, opt, 1, args);
+	args[0] = name;
+	return cfg_include(cfg, opt, 1, args);
+fail:
+	if (fd != -1)
+		close(fd);
+	errbuf_clear(&local);
+	free(text);
 	free(path);
-	return rc;
+	return 1;
 }
 
 /* ---- core options and their validators ---- */
@@ -612,11 +683,16 @@ config_load(struct keel *k, const char *path, struct errbuf *eb)
 	int rc;
 
 	config_scan_free(&config_ctx.scan);
+	config_includes_free();
 	config_ctx.eb = eb;
 	config_ctx.k = k;
 	if (config_read_file(path, &text, &len, eb) == -1)
 		return NULL;
-	if (config_scan_text(path, text, len, &config_ctx.scan, eb) == -1) {
+	config_ctx.scan.clean =
+		text; /* cleaned in place: the scan reads ahead */
+	rc = config_scan_text(path, text, len, &config_ctx.scan, eb);
+	config_ctx.scan.clean = NULL;
+	if (rc == -1) {
 		free(text);
 		return NULL;
 	}

@@ -58,6 +58,9 @@ struct config_scan {
 	size_t nsecs;
 	char *pidfile;   /* top-level pidfile = "..." if seen */
 	char *statefile; /* top-level state-file = "..." if seen */
+	/* If set by the caller: receives the text with comments blanked
+	 * (newlines kept), for libconfuse. May be the text itself. */
+	char *clean;
 };
 int config_scan_text(const char *file, const char *text, size_t len,
 		     struct config_scan *sc, struct errbuf *eb);
@@ -67,6 +70,7 @@ int config_read_file(const char *path, char **text, size_t *len,
 cfg_t *config_load(struct keel *k, const char *path, struct errbuf *eb);
 int config_validate(struct keel *k, cfg_t *cfg, struct errbuf *eb);
 int config_section_line(const char *name, const char *title);
+const char *config_display_name(const char *filename);
 int config_peek_paths(const char *path, char **pidfile, char **statefile);
 double config_float(cfg_t *cfg, const char *name);
 

@@ -414,7 +414,8 @@ keel_module_error(struct keel_module *m, cfg_t *sec, const char *fmt, ...)
 		return;
 	}
 	if (sec != NULL && sec->filename != NULL)
-		errbuf_add(m->eb, "%s:%d: %s: %s", sec->filename, line, m->name,
+		errbuf_add(m->eb, "%s:%d: %s: %s",
+			   config_display_name(sec->filename), line, m->name,
 			   msg);
 	else
 		errbuf_add(m->eb, "%s: %s", m->name, msg);
