@@ -59,6 +59,7 @@ daemonize_begin(void)
 		fatal("fork");
 	if (pid > 0)
 		_exit(0);
+	log_set_pid(getpid());
 	if (chdir("/") == -1)
 		fatal("chdir /");
 	umask(022);

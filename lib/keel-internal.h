@@ -33,6 +33,7 @@ int log_level_parse(const char *name);
 const char *log_level_name(int level);
 int log_configure(const char *target, int level, struct errbuf *eb);
 void log_set_level(int level);
+void log_set_pid(pid_t pid);
 void log_reopen(void);
 void log_close(void);
 const char *log_target(void);

@@ -21,7 +21,8 @@ static struct {
 	char *path; /* LOG_TO_FILE */
 	char *target;
 	const char *ident;
-} log_state = { LOG_TO_STDERR, KEEL_LOG_INFO, -1, NULL, NULL, "keeld" };
+	pid_t pid; /* glibc does not cache getpid(): one syscall per line */
+} log_state = { LOG_TO_STDERR, KEEL_LOG_INFO, -1, NULL, NULL, "keeld", 0 };
 
 static const char *const log_names[] = {
 	[KEEL_LOG_ERR] = "error",     [KEEL_LOG_WARNING] = "warning",
@@ -35,6 +36,14 @@ log_init(const char *ident, int level)
 {
 	log_state.ident = ident;
 	log_state.level = level;
+	log_state.pid = getpid();
+}
+
+/* After fork: the pid in log lines changes. */
+void
+log_set_pid(pid_t pid)
+{
+	log_state.pid = pid;
 }
 
 /* Map a level name to its value, or -1. */
@@ -183,8 +192,8 @@ keel_vlog(int level, const char *fmt, va_list ap)
 	localtime_r(&tv.tv_sec, &tm);
 	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
 	n = snprintf(line, sizeof(line), "%s.%03ld %s[%ld]: %s: ", stamp,
-		     (long)tv.tv_usec / 1000, log_state.ident, (long)getpid(),
-		     log_level_name(level));
+		     (long)tv.tv_usec / 1000, log_state.ident,
+		     (long)log_state.pid, log_level_name(level));
 	m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
 	if (m < 0)
 		m = 0;
