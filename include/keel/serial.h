@@ -1,0 +1,138 @@
+/*
+ * The keel serial device API: open, configure and watch a serial device on
+ * the daemon's event base without ever blocking it.
+ *
+ * A struct keel_serial opens its device as soon as it is created, and keeps
+ * it open: a failed open, a hang-up or a removal schedules a reopen with
+ * exponential back-off (and watches the path with inotify, so a device that
+ * appears is opened at once). Everything is reported through callbacks.
+ */
+#ifndef KEEL_SERIAL_H
+#define KEEL_SERIAL_H
+
+#include <keel/export.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct evbuffer;
+struct keel_serial;
+
+enum keel_serial_flow {
+	KEEL_FLOW_NONE = 0,
+	KEEL_FLOW_RTSCTS = 1,
+	KEEL_FLOW_XONXOFF = 2,
+};
+
+/* Line settings; they can change on an open device. */
+struct keel_serial_line {
+	unsigned int speed; /* bits per second, standard or not */
+	int data_bits;      /* 5 to 8 */
+	char parity;        /* 'N', 'E', 'O', 'M' (mark), 'S' (space) */
+	int stop_bits;      /* 1 or 2 */
+	enum keel_serial_flow flow;
+	int local;           /* CLOCAL: ignore modem control lines */
+	int hangup_on_close; /* HUPCL: drop DTR on close */
+};
+
+struct keel_serial_params {
+	const char *name;   /* for log messages */
+	const char *device; /* path; symbolic links are followed */
+	struct keel_serial_line line;
+	double open_timeout; /* seconds an open() may take */
+	double idle_timeout; /* seconds of silence before a reopen; 0: never */
+	double retry_min;    /* first reopen delay, seconds */
+	double retry_max;    /* longest reopen delay, seconds */
+	int lock;            /* UUCP lock file in lock_dir */
+	const char *lock_dir;
+	size_t out_max; /* bytes queued towards the device, at most */
+};
+
+struct keel_serial_callbacks {
+	/* The device is open and configured. */
+	void (*opened)(struct keel_serial *s, void *arg);
+	/* Bytes from the device; take what you want from @in (the rest is
+	 * discarded after the call). */
+	void (*data)(struct keel_serial *s, struct evbuffer *in, void *arg);
+	/* The device closed (hang-up, removal, error, idle); a reopen is
+	 * scheduled. */
+	void (*closed)(struct keel_serial *s, const char *why, void *arg);
+	/* The queue towards the device was full and has room again. */
+	void (*drained)(struct keel_serial *s, void *arg);
+};
+
+struct keel_serial_stats {
+	uint64_t bytes_in;      /* from the device */
+	uint64_t bytes_out;     /* to the device */
+	uint64_t opens;         /* successful opens */
+	uint64_t open_failures; /* failed or timed out opens */
+	uint64_t hangups;       /* hang-ups, removals, idle timeouts */
+	uint64_t drops;         /* bytes for the device that were dropped */
+};
+
+/**
+ * Parse a format such as "8N1" or "7E2".
+ * @return 0, or -1 with a message in @err.
+ */
+KEEL_EXPORT int keel_serial_parse_format(const char *fmt,
+					 struct keel_serial_line *line,
+					 char *err, size_t errlen);
+
+/** Parse "none", "rtscts" or "xonxoff". @return 0 or -1. */
+KEEL_EXPORT int keel_serial_parse_flow(const char *s,
+				       enum keel_serial_flow *flow);
+
+/** @return the "8N1" form of @line's framing, in @buf. */
+KEEL_EXPORT const char *keel_serial_format_name(
+	const struct keel_serial_line *line, char *buf, size_t len);
+
+/**
+ * Create a port and start opening its device. Parameters are copied.
+ * @return the port, or NULL (errno set).
+ */
+KEEL_EXPORT struct keel_serial *keel_serial_new(
+	struct event_base *base, const struct keel_serial_params *p,
+	const struct keel_serial_callbacks *cb, void *arg);
+
+/** Close the device (releasing its locks) and free the port. */
+KEEL_EXPORT void keel_serial_free(struct keel_serial *s);
+
+/**
+ * Change the line settings; applied at once to an open device, without
+ * closing it. @return 0, or -1 when the device refused them (errno set).
+ */
+KEEL_EXPORT int keel_serial_set_line(struct keel_serial *s,
+				     const struct keel_serial_line *line);
+
+/** Change timeouts, back-off and the output limit; applied at once. */
+KEEL_EXPORT void keel_serial_set_timing(struct keel_serial *s,
+					const struct keel_serial_params *p);
+
+/**
+ * Move bytes from @src to the device queue, as many as fit.
+ * @return how many bytes were taken (those left in @src did not fit). While
+ * the device is not open, bytes are dropped and counted instead.
+ */
+KEEL_EXPORT size_t keel_serial_write(struct keel_serial *s,
+				     struct evbuffer *src);
+
+/** @return non-zero when the queue towards the device is full. */
+KEEL_EXPORT int keel_serial_output_full(const struct keel_serial *s);
+
+/** @return bytes queued towards the device. */
+KEEL_EXPORT size_t keel_serial_output_length(const struct keel_serial *s);
+
+/** A port waiting to reopen retries now (SIGALRM, keeld -s wake). */
+KEEL_EXPORT void keel_serial_wake(struct keel_serial *s);
+
+/** @return non-zero when the device is open. */
+KEEL_EXPORT int keel_serial_is_open(const struct keel_serial *s);
+
+/** @return "open", "opening" or "waiting: <last failure>". */
+KEEL_EXPORT const char *keel_serial_state(const struct keel_serial *s);
+
+/** @return the port's counters. */
+KEEL_EXPORT const struct keel_serial_stats *keel_serial_stats(
+	const struct keel_serial *s);
+
+#endif

@@ -1,0 +1,1090 @@
+/* Serial devices on the event loop: off-loop open, termios2, locks, reopen. */
+#include "keel-internal.h"
+
+#include <asm/termbits.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <keel/serial.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/inotify.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SERIAL_READ_MAX (64 * 1024) /* gathered per read callback */
+#define SERIAL_JITTER   0.2
+
+enum serial_state { S_WAITING, S_OPENING, S_OPEN };
+
+/*
+ * One open() attempt in its own thread. The loop and the thread each hold a
+ * reference; whoever drops the last one frees it (and closes an fd nobody
+ * took, when the loop gave up waiting).
+ */
+struct open_job {
+	int refs; /* atomic */
+	int done; /* atomic: open() returned */
+	int fd;
+	int err;
+	int pipe_w;
+	char *path;
+};
+
+struct keel_serial {
+	struct event_base *base;
+	struct keel_serial_params p;
+	char *name, *device, *lock_dir;
+	struct keel_serial_callbacks cb;
+	void *arg;
+	enum serial_state state;
+	int fd;
+	struct event *rd, *wr;
+	struct event *retry_timer, *open_timer, *idle_timer;
+	struct open_job *job;   /* the attempt under way */
+	struct open_job *stuck; /* an abandoned attempt still inside open() */
+	struct event *job_ev;
+	int job_r;
+	unsigned int attempt;
+	struct evbuffer *in, *out;
+	int out_was_full;
+	char lockfile[PATH_MAX];
+	int have_lock;
+	char why[256];
+	int last_err_logged;
+	struct timeval last_rx;
+	int watch_wd;
+	char watch_name[NAME_MAX + 1];
+	struct keel_serial *watch_next;
+	struct keel_serial_stats stats;
+};
+
+static void serial_attempt(struct keel_serial *s);
+static void serial_schedule_retry(struct keel_serial *s, int err);
+
+/* ---- one inotify instance for every port of the process ---- */
+
+static struct {
+	int fd;
+	struct event *ev;
+	struct keel_serial *ports; /* ports with an active watch */
+} serial_watch = { -1, NULL, NULL };
+
+/* Remove a port's watch (the kernel's is shared: drop it when unused). */
+static void
+serial_unwatch(struct keel_serial *s)
+{
+	struct keel_serial **pp, *o;
+	int shared = 0;
+
+	if (s->watch_wd < 0)
+		return;
+	for (pp = &serial_watch.ports; *pp != NULL; pp = &(*pp)->watch_next)
+		if (*pp == s) {
+			*pp = s->watch_next;
+			break;
+		}
+	for (o = serial_watch.ports; o != NULL; o = o->watch_next)
+		if (o->watch_wd == s->watch_wd)
+			shared = 1;
+	if (!shared)
+		inotify_rm_watch(serial_watch.fd, s->watch_wd);
+	s->watch_wd = -1;
+	if (serial_watch.ports == NULL && serial_watch.ev != NULL) {
+		event_free(serial_watch.ev);
+		close(serial_watch.fd);
+		serial_watch.ev = NULL;
+		serial_watch.fd = -1;
+	}
+}
+
+/* Something changed in a watched directory: retry the ports it concerns. */
+static void
+serial_watch_cb(evutil_socket_t fd, short what, void *arg)
+{
+	char buf[4096]
+		__attribute__((aligned(__alignof__(struct inotify_event))));
+	const struct inotify_event *ev;
+	struct keel_serial *s, *next;
+	ssize_t n;
+	char *p;
+
+	(void)what;
+	(void)arg;
+	while ((n = read(fd, buf, sizeof(buf))) > 0) {
+		for (p = buf; p < buf + n; p += sizeof(*ev) + ev->len) {
+			ev = (const struct inotify_event *)p;
+			for (s = serial_watch.ports; s != NULL; s = next) {
+				next = s->watch_next;
+				if (s->watch_wd != ev->wd ||
+				    (ev->len > 0 &&
+				     strcmp(ev->name, s->watch_name) != 0))
+					continue;
+				if (s->state != S_WAITING)
+					continue;
+				log_debug("serial %s: %s appeared", s->name,
+					  s->watch_name);
+				evtimer_del(s->retry_timer);
+				serial_unwatch(s);
+				serial_attempt(s);
+				/* The list may have changed under us. */
+				next = serial_watch.ports;
+				break;
+			}
+		}
+	}
+}
+
+/*
+ * Watch the deepest existing ancestor of the device path for the next
+ * component, so the device is opened as soon as it (or a directory on its
+ * way, such as /dev/serial/by-id) appears. Failure only costs latency: the
+ * back-off timer remains.
+ */
+static void
+serial_watch_path(struct keel_serial *s)
+{
+	char dir[PATH_MAX], *slash;
+	struct stat st;
+
+	serial_unwatch(s);
+	if (snprintf(dir, sizeof(dir), "%s", s->device) >= (int)sizeof(dir))
+		return;
+	for (;;) {
+		slash = strrchr(dir, '/');
+		if (slash == NULL)
+			return;
+		snprintf(s->watch_name, sizeof(s->watch_name), "%s", slash + 1);
+		if (slash == dir)
+			slash[1] = '\0';
+		else
+			*slash = '\0';
+		if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode))
+			break;
+		if (slash == dir)
+			return;
+	}
+	if (serial_watch.fd == -1) {
+		serial_watch.fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+		if (serial_watch.fd == -1) {
+			log_warn("serial %s: inotify", s->name);
+			return;
+		}
+		serial_watch.ev =
+			event_new(s->base, serial_watch.fd,
+				  EV_READ | EV_PERSIST, serial_watch_cb, NULL);
+		if (serial_watch.ev == NULL ||
+		    event_add(serial_watch.ev, NULL) == -1) {
+			if (serial_watch.ev != NULL)
+				event_free(serial_watch.ev);
+			close(serial_watch.fd);
+			serial_watch.fd = -1;
+			serial_watch.ev = NULL;
+			return;
+		}
+	}
+	s->watch_wd = inotify_add_watch(serial_watch.fd, dir,
+					IN_CREATE | IN_MOVED_TO | IN_ATTRIB);
+	if (s->watch_wd < 0) {
+		log_debug("serial %s: cannot watch %s: %s", s->name, dir,
+			  strerror(errno));
+		if (serial_watch.ports == NULL) {
+			event_free(serial_watch.ev);
+			close(serial_watch.fd);
+			serial_watch.fd = -1;
+			serial_watch.ev = NULL;
+		}
+		return;
+	}
+	s->watch_next = serial_watch.ports;
+	serial_watch.ports = s;
+	log_debug("serial %s: watching %s for %s", s->name, dir, s->watch_name);
+}
+
+/* ---- line settings ---- */
+
+/* Parse "8N1". */
+int
+keel_serial_parse_format(const char *fmt, struct keel_serial_line *line,
+			 char *err, size_t errlen)
+{
+	if (fmt == NULL || strlen(fmt) != 3 || fmt[0] < '5' || fmt[0] > '8' ||
+	    strchr("NEOMS", fmt[1]) == NULL || fmt[1] == '\0' ||
+	    (fmt[2] != '1' && fmt[2] != '2')) {
+		snprintf(
+			err, errlen,
+			"format '%s' is not DATA PARITY STOP, such as 8N1 (data 5-8, parity N E O M S, stop 1 or 2)",
+			fmt != NULL ? fmt : "");
+		return -1;
+	}
+	line->data_bits = fmt[0] - '0';
+	line->parity = fmt[1];
+	line->stop_bits = fmt[2] - '0';
+	return 0;
+}
+
+/* Parse a flow control name. */
+int
+keel_serial_parse_flow(const char *s, enum keel_serial_flow *flow)
+{
+	if (strcmp(s, "none") == 0)
+		*flow = KEEL_FLOW_NONE;
+	else if (strcmp(s, "rtscts") == 0)
+		*flow = KEEL_FLOW_RTSCTS;
+	else if (strcmp(s, "xonxoff") == 0)
+		*flow = KEEL_FLOW_XONXOFF;
+	else
+		return -1;
+	return 0;
+}
+
+/* "8N1" of a line. */
+const char *
+keel_serial_format_name(const struct keel_serial_line *line, char *buf,
+			size_t len)
+{
+	snprintf(buf, len, "%d%c%d", line->data_bits, line->parity,
+		 line->stop_bits);
+	return buf;
+}
+
+/* Raw mode and @line on @fd, through termios2 (any speed). */
+static int
+serial_apply_line(int fd, const struct keel_serial_line *line)
+{
+	static const tcflag_t sizes[] = { CS5, CS6, CS7, CS8 };
+	struct termios2 t;
+
+	if (ioctl(fd, TCGETS2, &t) == -1)
+		return -1;
+	t.c_iflag &= ~(tcflag_t)(IGNBRK | BRKINT | PARMRK | ISTRIP | INLCR |
+				 IGNCR | ICRNL | IXON | IXOFF | IXANY | INPCK);
+	t.c_oflag &= ~(tcflag_t)OPOST;
+	t.c_lflag &= ~(tcflag_t)(ECHO | ECHONL | ICANON | ISIG | IEXTEN);
+	t.c_cflag &= ~(tcflag_t)(CSIZE | PARENB | PARODD | CMSPAR | CSTOPB |
+				 CRTSCTS | CLOCAL | HUPCL | CBAUD |
+				 (CBAUD << IBSHIFT));
+	t.c_cflag |= CREAD | sizes[line->data_bits - 5] | BOTHER |
+		     (BOTHER << IBSHIFT);
+	t.c_ispeed = t.c_ospeed = line->speed;
+	switch (line->parity) {
+	case 'E':
+		t.c_cflag |= PARENB;
+		break;
+	case 'O':
+		t.c_cflag |= PARENB | PARODD;
+		break;
+	case 'M':
+		t.c_cflag |= PARENB | CMSPAR | PARODD;
+		break;
+	case 'S':
+		t.c_cflag |= PARENB | CMSPAR;
+		break;
+	default:
+		break;
+	}
+	if (line->parity != 'N')
+		t.c_iflag |= INPCK;
+	if (line->stop_bits == 2)
+		t.c_cflag |= CSTOPB;
+	if (line->flow == KEEL_FLOW_RTSCTS)
+		t.c_cflag |= CRTSCTS;
+	if (line->flow == KEEL_FLOW_XONXOFF) {
+		t.c_iflag |= IXON | IXOFF;
+		t.c_cc[VSTART] = 0x11;
+		t.c_cc[VSTOP] = 0x13;
+	}
+	if (line->local)
+		t.c_cflag |= CLOCAL;
+	if (line->hangup_on_close)
+		t.c_cflag |= HUPCL;
+	t.c_cc[VMIN] = 1;
+	t.c_cc[VTIME] = 0;
+	return ioctl(fd, TCSETS2, &t);
+}
+
+/* ---- UUCP lock files ---- */
+
+/* LCK..ttyS0 for /dev/ttyS0, LCK..pts_3 for /dev/pts/3 (links resolved). */
+static int
+serial_lock_name(struct keel_serial *s, char *out, size_t len)
+{
+	char *real = realpath(s->device, NULL), *p;
+	const char *name;
+
+	if (real == NULL)
+		return -1;
+	name = strncmp(real, "/dev/", 5) == 0 ? real + 5
+					      : strrchr(real, '/') + 1;
+	for (p = (char *)name; *p != '\0'; p++)
+		if (*p == '/')
+			*p = '_';
+	snprintf(out, len, "%s/LCK..%s", s->lock_dir, name);
+	free(real);
+	return 0;
+}
+
+/* The pid in a lock file (ASCII, as minicom and friends write it). */
+static pid_t
+serial_lock_owner(const char *path)
+{
+	char buf[32];
+	ssize_t n;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+
+	if (fd == -1)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	return (pid_t)strtol(buf, NULL, 10);
+}
+
+/* Take the UUCP lock; a stale one (dead pid) is removed. 0 or -1 (why set). */
+static int
+serial_lock(struct keel_serial *s)
+{
+	char tmp[PATH_MAX], text[16];
+	int fd, n, tries;
+	pid_t owner;
+
+	if (!s->p.lock)
+		return 0;
+	if (serial_lock_name(s, s->lockfile, sizeof(s->lockfile)) == -1)
+		return -1; /* the device is missing: open() will say so */
+	snprintf(tmp, sizeof(tmp), "%s/LTMP.%ld.%p", s->lock_dir,
+		 (long)getpid(), (void *)s);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+		  0644);
+	if (fd == -1) {
+		snprintf(s->why, sizeof(s->why),
+			 "cannot create a lock file in %.150s: %s", s->lock_dir,
+			 strerror(errno));
+		return -1;
+	}
+	n = snprintf(text, sizeof(text), "%10ld\n", (long)getpid());
+	if (write(fd, text, (size_t)n) != n) {
+		snprintf(s->why, sizeof(s->why), "cannot write %.150s: %s", tmp,
+			 strerror(errno));
+		close(fd);
+		unlink(tmp);
+		return -1;
+	}
+	close(fd);
+	for (tries = 0; tries < 2; tries++) {
+		if (link(tmp, s->lockfile) == 0) {
+			unlink(tmp);
+			s->have_lock = 1;
+			return 0;
+		}
+		if (errno != EEXIST)
+			break;
+		owner = serial_lock_owner(s->lockfile);
+		if (owner > 0 && (kill(owner, 0) == 0 || errno == EPERM)) {
+			unlink(tmp);
+			errno = EBUSY;
+			snprintf(s->why, sizeof(s->why),
+				 "locked by pid %ld (%.150s)", (long)owner,
+				 s->lockfile);
+			return -1;
+		}
+		log_info("serial %s: removing stale lock %s (pid %ld is gone)",
+			 s->name, s->lockfile, (long)owner);
+		unlink(s->lockfile);
+	}
+	snprintf(s->why, sizeof(s->why), "cannot create %.150s: %s",
+		 s->lockfile, strerror(errno));
+	unlink(tmp);
+	return -1;
+}
+
+/* Remove our UUCP lock. */
+static void
+serial_unlock(struct keel_serial *s)
+{
+	if (s->have_lock && serial_lock_owner(s->lockfile) == getpid())
+		unlink(s->lockfile);
+	s->have_lock = 0;
+}
+
+/* ---- open, off the loop ---- */
+
+/* Drop one reference to a job. */
+static void
+job_release(struct open_job *job)
+{
+	if (__atomic_sub_fetch(&job->refs, 1, __ATOMIC_ACQ_REL) != 0)
+		return;
+	if (job->fd >= 0)
+		close(job->fd);
+	free(job->path);
+	free(job);
+}
+
+/* The thread: open(), report, let go. */
+static void *
+job_run(void *arg)
+{
+	struct open_job *job = arg;
+	int fd = open(job->path, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+
+	job->err = fd == -1 ? errno : 0;
+	job->fd = fd;
+	__atomic_store_n(&job->done, 1, __ATOMIC_RELEASE);
+	if (write(job->pipe_w, "x", 1) != 1) {
+		/* The loop gave up: job_release closes the fd. */
+	}
+	close(job->pipe_w);
+	job_release(job);
+	return NULL;
+}
+
+/* Start a thread for one open(); -1 if it cannot be started. */
+static struct open_job *
+job_start(struct keel_serial *s)
+{
+	struct open_job *job = calloc(1, sizeof(*job));
+	pthread_attr_t attr;
+	sigset_t all, old;
+	pthread_t tid;
+	int p[2], rc;
+
+	if (job == NULL)
+		return NULL;
+	job->path = strdup(s->device);
+	if (job->path == NULL || pipe2(p, O_CLOEXEC | O_NONBLOCK) == -1) {
+		free(job->path);
+		free(job);
+		return NULL;
+	}
+	job->refs = 2;
+	job->fd = -1;
+	job->pipe_w = p[1];
+	s->job_r = p[0];
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, 256 * 1024);
+	/* The thread must never run a signal handler. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(&tid, &attr, job_run, job);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+	if (rc != 0) {
+		close(p[0]);
+		close(p[1]);
+		free(job->path);
+		free(job);
+		errno = rc;
+		return NULL;
+	}
+	return job;
+}
+
+/* Stop waiting for the job under way. */
+static void
+serial_abandon_job(struct keel_serial *s)
+{
+	if (s->job == NULL)
+		return;
+	event_free(s->job_ev);
+	s->job_ev = NULL;
+	close(s->job_r);
+	s->job_r = -1;
+	evtimer_del(s->open_timer);
+	if (!__atomic_load_n(&s->job->done, __ATOMIC_ACQUIRE)) {
+		/* Still inside open(): remember it, never start a second. */
+		if (s->stuck != NULL)
+			job_release(s->stuck);
+		s->stuck = s->job;
+	} else {
+		job_release(s->job);
+	}
+	s->job = NULL;
+}
+
+/* A timeval from seconds. */
+static struct timeval
+serial_tv(double seconds)
+{
+	struct timeval tv;
+
+	if (seconds < 0)
+		seconds = 0;
+	tv.tv_sec = (time_t)seconds;
+	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
+	return tv;
+}
+
+/* Log a failure once per distinct cause, then at debug level. */
+static void
+serial_log_failure(struct keel_serial *s, int err)
+{
+	if (s->last_err_logged != err) {
+		log_warnx("serial %s: %s: %s (retrying)", s->name, s->device,
+			  s->why);
+		s->last_err_logged = err;
+	} else {
+		log_debug("serial %s: %s: %s (retrying)", s->name, s->device,
+			  s->why);
+	}
+}
+
+/* Close the device now; the reason goes to the closed callback. */
+static void
+serial_close_fd(struct keel_serial *s)
+{
+	if (s->rd != NULL)
+		event_free(s->rd);
+	if (s->wr != NULL)
+		event_free(s->wr);
+	s->rd = s->wr = NULL;
+	evtimer_del(s->idle_timer);
+	if (s->fd >= 0) {
+		ioctl(s->fd, TIOCNXCL);
+		close(s->fd);
+	}
+	s->fd = -1;
+	serial_unlock(s);
+	s->stats.drops += evbuffer_get_length(s->out);
+	evbuffer_drain(s->out, evbuffer_get_length(s->out));
+	evbuffer_drain(s->in, evbuffer_get_length(s->in));
+	s->state = S_WAITING;
+}
+
+/* Hang-up, removal, I/O error or idle: close and reopen later. */
+static void
+serial_hangup(struct keel_serial *s, const char *why)
+{
+	snprintf(s->why, sizeof(s->why), "%s", why);
+	log_warnx("serial %s: %s: %s; reopening", s->name, s->device, why);
+	s->stats.hangups++;
+	serial_close_fd(s);
+	s->attempt = 0;
+	s->last_err_logged = 0;
+	serial_schedule_retry(s, 0);
+	if (s->cb.closed != NULL)
+		s->cb.closed(s, s->why, s->arg);
+}
+
+/* Write what is queued, as much as the device takes. */
+static void
+serial_flush(struct keel_serial *s)
+{
+	size_t before = evbuffer_get_length(s->out);
+	int n;
+
+	if (s->state != S_OPEN || before == 0)
+		return;
+	n = evbuffer_write(s->out, s->fd);
+	if (n == -1 && errno != EAGAIN && errno != EINTR) {
+		char why[128];
+
+		snprintf(why, sizeof(why), "write: %s", strerror(errno));
+		serial_hangup(s, why);
+		return;
+	}
+	if (n > 0)
+		s->stats.bytes_out += (uint64_t)n;
+	if (evbuffer_get_length(s->out) > 0)
+		event_add(s->wr, NULL);
+	else
+		event_del(s->wr);
+	if (s->out_was_full &&
+	    evbuffer_get_length(s->out) <= s->p.out_max / 2) {
+		s->out_was_full = 0;
+		if (s->cb.drained != NULL)
+			s->cb.drained(s, s->arg);
+	}
+}
+
+/* The device is writable. */
+static void
+serial_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	serial_flush(arg);
+}
+
+/*
+ * The device is readable: gather up to SERIAL_READ_MAX bytes in several
+ * reads (a pty gives at most 4095 at a time), hand them over in one piece.
+ * 0 or EIO is a hang-up: close at once, or EV_READ fires forever.
+ */
+static void
+serial_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct keel_serial *s = arg;
+	struct evbuffer_iovec v;
+	size_t total = 0;
+	ssize_t n;
+
+	(void)what;
+	while (total < SERIAL_READ_MAX) {
+		if (evbuffer_reserve_space(s->in, 16384, &v, 1) < 1)
+			break;
+		n = read(fd, v.iov_base, v.iov_len);
+		if (n > 0) {
+			v.iov_len = (size_t)n;
+			evbuffer_commit_space(s->in, &v, 1);
+			total += (size_t)n;
+			if ((size_t)n < 16384 / 4)
+				break; /* the device had no more */
+			continue;
+		}
+		evbuffer_commit_space(s->in, &v, 0);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && errno == EAGAIN)
+			break;
+		if (total > 0)
+			break; /* deliver first; the hang-up shows again */
+		serial_hangup(s, n == 0         ? "hung up (end of file)"
+				 : errno == EIO ? "hung up (I/O error)"
+						: strerror(errno));
+		return;
+	}
+	if (total == 0)
+		return;
+	s->stats.bytes_in += total;
+	event_base_gettimeofday_cached(s->base, &s->last_rx);
+	if (s->cb.data != NULL)
+		s->cb.data(s, s->in, s->arg);
+	evbuffer_drain(s->in, evbuffer_get_length(s->in));
+}
+
+/* idle-timeout: a device silent that long is reopened. */
+static void
+serial_idle_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct keel_serial *s = arg;
+	struct timeval now, tv;
+	double idle;
+	char why[96];
+
+	(void)fd;
+	(void)what;
+	if (s->state != S_OPEN || s->p.idle_timeout <= 0)
+		return;
+	event_base_gettimeofday_cached(s->base, &now);
+	idle = (double)(now.tv_sec - s->last_rx.tv_sec) +
+	       (double)(now.tv_usec - s->last_rx.tv_usec) / 1e6;
+	if (idle + 0.001 < s->p.idle_timeout) {
+		tv = serial_tv(s->p.idle_timeout - idle);
+		evtimer_add(s->idle_timer, &tv);
+		return;
+	}
+	snprintf(why, sizeof(why), "silent for %gs (idle-timeout)",
+		 s->p.idle_timeout);
+	serial_hangup(s, why);
+}
+
+/* open() returned in the thread: finish on the loop. */
+static void
+serial_opened(struct keel_serial *s, int fd)
+{
+	struct stat st;
+	struct timeval tv;
+
+	if (fstat(fd, &st) == -1 || !S_ISCHR(st.st_mode) || !isatty(fd)) {
+		snprintf(s->why, sizeof(s->why), "not a terminal device");
+		goto fail;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
+		snprintf(s->why, sizeof(s->why),
+			 "in use by another process (flock: %s)",
+			 strerror(errno));
+		errno = EBUSY;
+		goto fail;
+	}
+	if (ioctl(fd, TIOCEXCL) == -1 && errno != ENOTTY)
+		log_debug("serial %s: TIOCEXCL: %s", s->name, strerror(errno));
+	if (serial_apply_line(fd, &s->p.line) == -1) {
+		snprintf(s->why, sizeof(s->why), "cannot set %u %s: %s",
+			 s->p.line.speed, "line settings", strerror(errno));
+		goto fail;
+	}
+	s->rd = event_new(s->base, fd, EV_READ | EV_PERSIST, serial_read_cb, s);
+	s->wr = event_new(s->base, fd, EV_WRITE, serial_write_cb, s);
+	if (s->rd == NULL || s->wr == NULL || event_add(s->rd, NULL) == -1) {
+		snprintf(s->why, sizeof(s->why), "cannot watch the device");
+		if (s->rd != NULL)
+			event_free(s->rd);
+		if (s->wr != NULL)
+			event_free(s->wr);
+		s->rd = s->wr = NULL;
+		goto fail;
+	}
+	s->fd = fd;
+	s->state = S_OPEN;
+	s->attempt = 0;
+	s->stats.opens++;
+	s->why[0] = '\0';
+	s->last_err_logged = 0;
+	event_base_gettimeofday_cached(s->base, &s->last_rx);
+	if (s->p.idle_timeout > 0) {
+		tv = serial_tv(s->p.idle_timeout);
+		evtimer_add(s->idle_timer, &tv);
+	}
+	log_info("serial %s: %s open (%u %s)", s->name, s->device,
+		 s->p.line.speed,
+		 keel_serial_format_name(&s->p.line, (char[8]){ 0 }, 8));
+	if (s->cb.opened != NULL)
+		s->cb.opened(s, s->arg);
+	serial_flush(s);
+	return;
+fail:
+	ioctl(fd, TIOCNXCL);
+	close(fd);
+	serial_unlock(s);
+	s->stats.open_failures++;
+	s->state = S_WAITING;
+	serial_log_failure(s, errno ? errno : -1);
+	serial_schedule_retry(s, errno);
+}
+
+/* The thread reported. */
+static void
+serial_job_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct keel_serial *s = arg;
+	struct open_job *job = s->job;
+	char c;
+	int got;
+
+	(void)what;
+	if (read(fd, &c, 1) != 1)
+		return;
+	got = job->fd;
+	job->fd = -1; /* ours now */
+	errno = job->err;
+	event_free(s->job_ev);
+	s->job_ev = NULL;
+	close(s->job_r);
+	s->job_r = -1;
+	evtimer_del(s->open_timer);
+	s->job = NULL;
+	if (got == -1) {
+		int err = errno;
+
+		job_release(job);
+		serial_unlock(s);
+		s->stats.open_failures++;
+		s->state = S_WAITING;
+		snprintf(s->why, sizeof(s->why), "%s", strerror(err));
+		serial_log_failure(s, err);
+		serial_schedule_retry(s, err);
+		return;
+	}
+	job_release(job);
+	serial_opened(s, got);
+}
+
+/* open-timeout expired: abandon the attempt, the loop never waited. */
+static void
+serial_open_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct keel_serial *s = arg;
+
+	(void)fd;
+	(void)what;
+	serial_abandon_job(s);
+	serial_unlock(s);
+	s->stats.open_failures++;
+	s->state = S_WAITING;
+	snprintf(s->why, sizeof(s->why), "open timed out after %gs",
+		 s->p.open_timeout);
+	serial_log_failure(s, ETIMEDOUT);
+	serial_schedule_retry(s, ETIMEDOUT);
+}
+
+/* Try to open the device now. */
+static void
+serial_attempt(struct keel_serial *s)
+{
+	struct timeval tv;
+
+	if (s->state != S_WAITING)
+		return;
+	if (s->stuck != NULL) {
+		if (!__atomic_load_n(&s->stuck->done, __ATOMIC_ACQUIRE)) {
+			snprintf(
+				s->why, sizeof(s->why),
+				"an earlier open() is still blocked in the driver");
+			serial_log_failure(s, EINPROGRESS);
+			serial_schedule_retry(s, EINPROGRESS);
+			return;
+		}
+		job_release(s->stuck);
+		s->stuck = NULL;
+	}
+	if (serial_lock(s) == -1 && s->p.lock && errno != ENOENT) {
+		s->stats.open_failures++;
+		serial_log_failure(s, errno);
+		serial_schedule_retry(s, errno);
+		return;
+	}
+	s->job = job_start(s);
+	if (s->job == NULL) {
+		snprintf(s->why, sizeof(s->why), "cannot start the opener: %s",
+			 strerror(errno));
+		serial_unlock(s);
+		serial_log_failure(s, errno);
+		serial_schedule_retry(s, errno);
+		return;
+	}
+	s->job_ev = event_new(s->base, s->job_r, EV_READ, serial_job_cb, s);
+	if (s->job_ev == NULL || event_add(s->job_ev, NULL) == -1) {
+		if (s->job_ev != NULL)
+			event_free(s->job_ev);
+		s->job_ev = NULL;
+		close(s->job_r);
+		s->job_r = -1;
+		job_release(s->job); /* the thread drops the other reference */
+		s->job = NULL;
+		serial_unlock(s);
+		serial_schedule_retry(s, ENOMEM);
+		return;
+	}
+	s->state = S_OPENING;
+	tv = serial_tv(s->p.open_timeout);
+	evtimer_add(s->open_timer, &tv);
+}
+
+/* The back-off expired. */
+static void
+serial_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct keel_serial *s = arg;
+
+	(void)fd;
+	(void)what;
+	serial_attempt(s);
+}
+
+/* Reopen after min(retry-max, retry-min * 2^attempt) +- 20 %. */
+static void
+serial_schedule_retry(struct keel_serial *s, int err)
+{
+	double delay = s->p.retry_min;
+	unsigned int i;
+	struct timeval tv;
+
+	for (i = 0; i < s->attempt && delay < s->p.retry_max; i++)
+		delay *= 2;
+	if (delay > s->p.retry_max)
+		delay = s->p.retry_max;
+	delay *= 1.0 +
+		 SERIAL_JITTER *
+			 (2.0 * ((double)random() / (double)RAND_MAX) - 1.0);
+	if (s->attempt < 64)
+		s->attempt++;
+	tv = serial_tv(delay);
+	evtimer_add(s->retry_timer, &tv);
+	/* A missing device is opened as soon as it appears. */
+	if (err == ENOENT || err == ENODEV || err == ENXIO || err == 0)
+		serial_watch_path(s);
+}
+
+/* ---- the public API ---- */
+
+/* Create a port and start opening. */
+struct keel_serial *
+keel_serial_new(struct event_base *base, const struct keel_serial_params *p,
+		const struct keel_serial_callbacks *cb, void *arg)
+{
+	struct keel_serial *s = calloc(1, sizeof(*s));
+
+	if (s == NULL)
+		return NULL;
+	s->base = base;
+	s->p = *p;
+	s->name = strdup(p->name != NULL ? p->name : p->device);
+	s->device = strdup(p->device);
+	s->lock_dir = strdup(p->lock_dir != NULL ? p->lock_dir : "/run/lock");
+	s->cb = *cb;
+	s->arg = arg;
+	s->fd = -1;
+	s->job_r = -1;
+	s->watch_wd = -1;
+	s->state = S_WAITING;
+	s->in = evbuffer_new();
+	s->out = evbuffer_new();
+	s->retry_timer = evtimer_new(base, serial_retry_cb, s);
+	s->open_timer = evtimer_new(base, serial_open_timeout_cb, s);
+	s->idle_timer = evtimer_new(base, serial_idle_cb, s);
+	if (s->name == NULL || s->device == NULL || s->lock_dir == NULL ||
+	    s->in == NULL || s->out == NULL || s->retry_timer == NULL ||
+	    s->open_timer == NULL || s->idle_timer == NULL) {
+		keel_serial_free(s);
+		errno = ENOMEM;
+		return NULL;
+	}
+	s->p.name = s->name;
+	s->p.device = s->device;
+	s->p.lock_dir = s->lock_dir;
+	if (s->p.out_max == 0)
+		s->p.out_max = 65536;
+	serial_attempt(s);
+	return s;
+}
+
+/* Close and free. */
+void
+keel_serial_free(struct keel_serial *s)
+{
+	if (s == NULL)
+		return;
+	serial_abandon_job(s);
+	if (s->stuck != NULL)
+		job_release(s->stuck);
+	serial_unwatch(s);
+	if (s->state == S_OPEN)
+		log_info("serial %s: %s closed", s->name, s->device);
+	if (s->in != NULL && s->out != NULL)
+		serial_close_fd(s);
+	serial_unlock(s);
+	if (s->retry_timer != NULL)
+		event_free(s->retry_timer);
+	if (s->open_timer != NULL)
+		event_free(s->open_timer);
+	if (s->idle_timer != NULL)
+		event_free(s->idle_timer);
+	if (s->in != NULL)
+		evbuffer_free(s->in);
+	if (s->out != NULL)
+		evbuffer_free(s->out);
+	free(s->name);
+	free(s->device);
+	free(s->lock_dir);
+	free(s);
+}
+
+/* New line settings, in place. */
+int
+keel_serial_set_line(struct keel_serial *s, const struct keel_serial_line *line)
+{
+	s->p.line = *line;
+	if (s->state != S_OPEN)
+		return 0;
+	if (serial_apply_line(s->fd, line) == -1) {
+		log_warn("serial %s: %s: cannot apply the new line settings",
+			 s->name, s->device);
+		return -1;
+	}
+	log_info("serial %s: %s now %u %s (applied in place)", s->name,
+		 s->device, line->speed,
+		 keel_serial_format_name(line, (char[8]){ 0 }, 8));
+	return 0;
+}
+
+/* New timing and limits. */
+void
+keel_serial_set_timing(struct keel_serial *s,
+		       const struct keel_serial_params *p)
+{
+	struct timeval tv;
+
+	s->p.open_timeout = p->open_timeout;
+	s->p.idle_timeout = p->idle_timeout;
+	s->p.retry_min = p->retry_min;
+	s->p.retry_max = p->retry_max;
+	s->p.out_max = p->out_max != 0 ? p->out_max : 65536;
+	if (s->state == S_OPEN && s->p.idle_timeout > 0) {
+		tv = serial_tv(s->p.idle_timeout);
+		evtimer_add(s->idle_timer, &tv);
+	} else {
+		evtimer_del(s->idle_timer);
+	}
+}
+
+/* Queue bytes for the device. */
+size_t
+keel_serial_write(struct keel_serial *s, struct evbuffer *src)
+{
+	size_t len = evbuffer_get_length(src), room, n;
+
+	if (s->state != S_OPEN) {
+		s->stats.drops += len;
+		evbuffer_drain(src, len);
+		return len;
+	}
+	room = evbuffer_get_length(s->out) >= s->p.out_max
+		       ? 0
+		       : s->p.out_max - evbuffer_get_length(s->out);
+	n = len < room ? len : room;
+	if (n > 0)
+		evbuffer_remove_buffer(src, s->out, n);
+	if (n < len || evbuffer_get_length(s->out) >= s->p.out_max)
+		s->out_was_full = 1;
+	serial_flush(s);
+	return n;
+}
+
+/* Is the queue full? */
+int
+keel_serial_output_full(const struct keel_serial *s)
+{
+	return evbuffer_get_length(s->out) >= s->p.out_max;
+}
+
+/* Bytes queued. */
+size_t
+keel_serial_output_length(const struct keel_serial *s)
+{
+	return evbuffer_get_length(s->out);
+}
+
+/* Retry now. */
+void
+keel_serial_wake(struct keel_serial *s)
+{
+	if (s->state != S_WAITING)
+		return;
+	log_info("serial %s: woken: retrying %s now", s->name, s->device);
+	evtimer_del(s->retry_timer);
+	s->attempt = 0;
+	serial_attempt(s);
+}
+
+/* Open? */
+int
+keel_serial_is_open(const struct keel_serial *s)
+{
+	return s->state == S_OPEN;
+}
+
+/* A word for status lines. */
+const char *
+keel_serial_state(const struct keel_serial *s)
+{
+	static char buf[300];
+
+	switch (s->state) {
+	case S_OPEN:
+		return "open";
+	case S_OPENING:
+		return "opening";
+	default:
+		snprintf(buf, sizeof(buf), "waiting: %s",
+			 s->why[0] ? s->why : "not opened yet");
+		return buf;
+	}
+}
+
+/* Counters. */
+const struct keel_serial_stats *
+keel_serial_stats(const struct keel_serial *s)
+{
+	return &s->stats;
+}

@@ -1,0 +1,1116 @@
+/*
+ * serial: each `serial NAME { }` section bridges one serial device to a TCP
+ * listener. Device data fans out to every client; client data goes to the
+ * device. A reload keeps what did not change: same device and settings keep
+ * their fd and clients, line settings change in place, a new listen address
+ * rebinds without touching the device.
+ */
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/util.h>
+#include <keel/keel.h>
+#include <keel/serial.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define SERIAL_DRAIN_MAX  5.0    /* seconds a removed port may take to drain */
+#define LISTEN_PAUSE_USEC 200000 /* listener pause when out of fds */
+
+enum when_full { FULL_REFUSE, FULL_KICK_OLDEST };
+enum slow_client { SLOW_DROP, SLOW_DISCONNECT };
+
+/* One section, as read from the configuration (owned strings). */
+struct port_conf {
+	char *name;
+	char *device;
+	char *listen;
+	char *lock_dir;
+	struct keel_serial_line line;
+	double open_timeout, idle_timeout, retry_min, retry_max;
+	double client_timeout;
+	int lock;
+	int max_clients;
+	enum when_full when_full;
+	enum slow_client slow;
+	size_t client_buffer;
+	size_t device_buffer;
+	int trace;
+	struct sockaddr_storage addr;
+	int addrlen;
+};
+
+struct port;
+
+struct client {
+	struct client *next;
+	struct port *p;
+	struct bufferevent *bev;
+	struct event *idle;
+	struct timeval last;
+	char peer[80];
+	uint64_t dropped;
+};
+
+struct port {
+	struct port *next;
+	struct keel_module *m;
+	struct port_conf c;
+	struct keel_serial *dev;
+	struct evconnlistener *lev;
+	struct event *lev_pause;
+	struct client *clients; /* oldest first */
+	int nclients;
+	int paused;   /* clients' reads paused: the device queue is full */
+	int removing; /* draining after removal or stop */
+	struct event *drain_timer;
+	uint64_t accepted, refused, kicked, client_drops, slow_disconnects;
+};
+
+struct bridge {
+	struct port *ports;
+	int stopping;
+};
+
+/* What prepare built: one entry per section, in order. */
+struct plan {
+	struct port_conf c;
+	struct port *old; /* the running port of that name, or NULL */
+	int listen_fd;    /* a new bound socket, or -1 to keep the old one */
+};
+struct txn {
+	struct plan *plans;
+	int n;
+};
+
+static void port_free(struct port *p);
+static void port_maybe_done(struct port *p);
+
+/* ---- configuration ---- */
+
+static void
+conf_free(struct port_conf *c)
+{
+	free(c->name);
+	free(c->device);
+	free(c->listen);
+	free(c->lock_dir);
+	memset(c, 0, sizeof(*c));
+}
+
+/* Same line settings? */
+static int
+line_equal(const struct keel_serial_line *a, const struct keel_serial_line *b)
+{
+	return a->speed == b->speed && a->data_bits == b->data_bits &&
+	       a->parity == b->parity && a->stop_bits == b->stop_bits &&
+	       a->flow == b->flow && a->local == b->local &&
+	       a->hangup_on_close == b->hangup_on_close;
+}
+
+/* Does a change need the device reopened? */
+static int
+conf_device_changed(const struct port_conf *a, const struct port_conf *b)
+{
+	return strcmp(a->device, b->device) != 0 || a->lock != b->lock ||
+	       strcmp(a->lock_dir, b->lock_dir) != 0;
+}
+
+/* Read one section into @c; errors through keel_module_error. */
+static int
+conf_read(struct keel_module *m, cfg_t *sec, struct port_conf *c)
+{
+	char err[256];
+	const char *s;
+	long n;
+
+	memset(c, 0, sizeof(*c));
+	c->name = strdup(keel_section_title(sec));
+	s = cfg_getstr(sec, "device");
+	if (s == NULL || s[0] == '\0') {
+		keel_module_error(m, sec, "serial '%s': device is required",
+				  c->name);
+		return -1;
+	}
+	c->device = strdup(s);
+	s = cfg_getstr(sec, "listen");
+	if (s == NULL || s[0] == '\0') {
+		keel_module_error(
+			m, sec,
+			"serial '%s': listen is required (\"HOST:PORT\")",
+			c->name);
+		return -1;
+	}
+	c->listen = strdup(s);
+	c->addrlen = (int)sizeof(c->addr);
+	/* Numeric only: no DNS, ever, on the loop. */
+	if (evutil_parse_sockaddr_port(s, (struct sockaddr *)&c->addr,
+				       &c->addrlen) == -1 ||
+	    strchr(s, ':') == NULL) {
+		keel_module_error(
+			m, sec,
+			"serial '%s': listen '%s' is not a numeric HOST:PORT (IPv6 as [ADDR]:PORT)",
+			c->name, s);
+		return -1;
+	}
+	c->lock_dir = strdup(cfg_getstr(sec, "lock-dir"));
+	if (c->name == NULL || c->device == NULL || c->listen == NULL ||
+	    c->lock_dir == NULL)
+		return -1;
+	n = cfg_getint(sec, "speed");
+	if (n < 50 || n > 4000000) {
+		keel_module_error(
+			m, sec,
+			"serial '%s': speed %ld is out of range (50 to 4000000)",
+			c->name, n);
+		return -1;
+	}
+	c->line.speed = (unsigned int)n;
+	if (keel_serial_parse_format(cfg_getstr(sec, "format"), &c->line, err,
+				     sizeof(err)) == -1) {
+		keel_module_error(m, sec, "serial '%s': %s", c->name, err);
+		return -1;
+	}
+	if (keel_serial_parse_flow(cfg_getstr(sec, "flow"), &c->line.flow) ==
+	    -1) {
+		keel_module_error(
+			m, sec,
+			"serial '%s': flow '%s' is not none, rtscts or xonxoff",
+			c->name, cfg_getstr(sec, "flow"));
+		return -1;
+	}
+	c->line.local = cfg_getbool(sec, "local");
+	c->line.hangup_on_close = cfg_getbool(sec, "hangup-on-close");
+	c->open_timeout = cfg_getfloat(sec, "open-timeout");
+	c->idle_timeout = cfg_getfloat(sec, "idle-timeout");
+	c->retry_min = cfg_getfloat(sec, "retry-min");
+	c->retry_max = cfg_getfloat(sec, "retry-max");
+	c->client_timeout = cfg_getfloat(sec, "client-timeout");
+	if (!(c->open_timeout > 0 && c->open_timeout <= 600) ||
+	    !(c->idle_timeout >= 0) || !(c->client_timeout >= 0) ||
+	    !(c->retry_min > 0) || !(c->retry_max >= c->retry_min) ||
+	    c->retry_max > 86400) {
+		keel_module_error(
+			m, sec,
+			"serial '%s': timeouts out of range (0 < open-timeout <= 600, idle-timeout >= 0, client-timeout >= 0, 0 < retry-min <= retry-max <= 86400)",
+			c->name);
+		return -1;
+	}
+	c->lock = cfg_getbool(sec, "lock");
+	n = cfg_getint(sec, "max-clients");
+	if (n < 1 || n > 65536) {
+		keel_module_error(
+			m, sec,
+			"serial '%s': max-clients %ld is out of range (1 to 65536)",
+			c->name, n);
+		return -1;
+	}
+	c->max_clients = (int)n;
+	s = cfg_getstr(sec, "when-full");
+	if (strcmp(s, "refuse") == 0)
+		c->when_full = FULL_REFUSE;
+	else if (strcmp(s, "kick-oldest") == 0)
+		c->when_full = FULL_KICK_OLDEST;
+	else {
+		keel_module_error(
+			m, sec,
+			"serial '%s': when-full '%s' is not refuse or kick-oldest",
+			c->name, s);
+		return -1;
+	}
+	s = cfg_getstr(sec, "slow-client");
+	if (strcmp(s, "drop") == 0)
+		c->slow = SLOW_DROP;
+	else if (strcmp(s, "disconnect") == 0)
+		c->slow = SLOW_DISCONNECT;
+	else {
+		keel_module_error(
+			m, sec,
+			"serial '%s': slow-client '%s' is not drop or disconnect",
+			c->name, s);
+		return -1;
+	}
+	n = cfg_getint(sec, "client-buffer");
+	if (n < 4096 || n > 64L * 1024 * 1024) {
+		keel_module_error(
+			m, sec,
+			"serial '%s': client-buffer %ld is out of range (4096 to 67108864)",
+			c->name, n);
+		return -1;
+	}
+	c->client_buffer = (size_t)n;
+	n = cfg_getint(sec, "device-buffer");
+	if (n < 1024 || n > 64L * 1024 * 1024) {
+		keel_module_error(
+			m, sec,
+			"serial '%s': device-buffer %ld is out of range (1024 to 67108864)",
+			c->name, n);
+		return -1;
+	}
+	c->device_buffer = (size_t)n;
+	c->trace = cfg_getbool(sec, "trace");
+	return 0;
+}
+
+/* Device parameters of a configuration. */
+static struct keel_serial_params
+conf_params(const struct port_conf *c)
+{
+	struct keel_serial_params p;
+
+	memset(&p, 0, sizeof(p));
+	p.name = c->name;
+	p.device = c->device;
+	p.line = c->line;
+	p.open_timeout = c->open_timeout;
+	p.idle_timeout = c->idle_timeout;
+	p.retry_min = c->retry_min;
+	p.retry_max = c->retry_max;
+	p.lock = c->lock;
+	p.lock_dir = c->lock_dir;
+	p.out_max = c->device_buffer;
+	return p;
+}
+
+/* A bound, listening, non-blocking socket for @c; -1 with errno. */
+static int
+listen_socket(const struct port_conf *c)
+{
+	int fd, one = 1;
+
+	fd = socket(c->addr.ss_family,
+		    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return -1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (c->addr.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)&c->addr,
+		 (socklen_t)c->addrlen) == -1 ||
+	    listen(fd, 64) == -1) {
+		int e = errno;
+
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return fd;
+}
+
+/* ---- clients ---- */
+
+/* Hex dump for `trace`. */
+static void
+trace_dump(struct port *p, const char *dir, struct evbuffer *buf)
+{
+	unsigned char chunk[32];
+	char line[3 * 32 + 1];
+	size_t len = evbuffer_get_length(buf), off = 0, n, i;
+	struct evbuffer_ptr ptr;
+
+	if (!p->c.trace || !keel_log_enabled(KEEL_LOG_DEBUG))
+		return;
+	while (off < len && off < 4096) {
+		n = len - off < sizeof(chunk) ? len - off : sizeof(chunk);
+		evbuffer_ptr_set(buf, &ptr, off, EVBUFFER_PTR_SET);
+		evbuffer_copyout_from(buf, &ptr, chunk, n);
+		for (i = 0; i < n; i++)
+			snprintf(line + 3 * i, 4, "%02x ", chunk[i]);
+		keel_module_log(p->m, KEEL_LOG_DEBUG, "%s %s %6zu: %s",
+				p->c.name, dir, off, line);
+		off += n;
+	}
+}
+
+/* Close one client. */
+static void
+client_free(struct client *cl, const char *why)
+{
+	struct port *p = cl->p;
+	struct client **pp;
+
+	for (pp = &p->clients; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == cl) {
+			*pp = cl->next;
+			break;
+		}
+	p->nclients--;
+	keel_module_log(p->m, KEEL_LOG_INFO, "%s: client %s %s", p->c.name,
+			cl->peer, why);
+	if (cl->idle != NULL)
+		event_free(cl->idle);
+	bufferevent_free(cl->bev);
+	free(cl);
+	port_maybe_done(p);
+}
+
+/* Pause or resume every client's reading (device back-pressure). */
+static void
+port_pause_clients(struct port *p, int pause)
+{
+	struct client *cl;
+
+	if (p->paused == pause)
+		return;
+	p->paused = pause;
+	for (cl = p->clients; cl != NULL; cl = cl->next) {
+		if (pause)
+			bufferevent_disable(cl->bev, EV_READ);
+		else if (!p->removing)
+			bufferevent_enable(cl->bev, EV_READ);
+	}
+}
+
+/* Move what clients sent towards the device, as much as fits. */
+static void
+client_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct client *cl = arg;
+	struct port *p = cl->p;
+	struct evbuffer *in = bufferevent_get_input(bev);
+
+	event_base_gettimeofday_cached(keel_module_base(p->m), &cl->last);
+	trace_dump(p, "net->dev", in);
+	keel_serial_write(p->dev, in);
+	if (evbuffer_get_length(in) > 0)
+		port_pause_clients(p, 1);
+}
+
+/* Everything queued to the client went out. */
+static void
+client_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct client *cl = arg;
+
+	(void)bev;
+	event_base_gettimeofday_cached(keel_module_base(cl->p->m), &cl->last);
+	if (cl->p->removing)
+		client_free(cl, "closed (port removed)");
+}
+
+/* End of file or error on the connection. */
+static void
+client_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct client *cl = arg;
+	char why[128];
+
+	(void)bev;
+	if (what & BEV_EVENT_EOF)
+		snprintf(why, sizeof(why), "disconnected");
+	else
+		snprintf(why, sizeof(why), "lost (%s)",
+			 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	client_free(cl, why);
+}
+
+/* client-timeout: no traffic either way for that long. */
+static void
+client_idle_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct client *cl = arg;
+	struct timeval now, tv;
+	double idle, limit = cl->p->c.client_timeout;
+
+	(void)fd;
+	(void)what;
+	if (limit <= 0)
+		return;
+	event_base_gettimeofday_cached(keel_module_base(cl->p->m), &now);
+	idle = (double)(now.tv_sec - cl->last.tv_sec) +
+	       (double)(now.tv_usec - cl->last.tv_usec) / 1e6;
+	if (idle + 0.001 >= limit) {
+		client_free(cl, "closed (client-timeout)");
+		return;
+	}
+	limit -= idle;
+	tv.tv_sec = (time_t)limit;
+	tv.tv_usec = (suseconds_t)((limit - (double)tv.tv_sec) * 1e6);
+	evtimer_add(cl->idle, &tv);
+}
+
+/* (Re)arm a client's inactivity timer. */
+static void
+client_arm_idle(struct client *cl)
+{
+	double limit = cl->p->c.client_timeout;
+	struct timeval tv;
+
+	if (limit <= 0) {
+		evtimer_del(cl->idle);
+		return;
+	}
+	tv.tv_sec = (time_t)limit;
+	tv.tv_usec = (suseconds_t)((limit - (double)tv.tv_sec) * 1e6);
+	evtimer_add(cl->idle, &tv);
+}
+
+/* Dead peers: keepalive probes after 30 s idle, every 10 s, 3 of them. */
+static void
+client_sockopts(evutil_socket_t fd)
+{
+	int one = 1, idle = 30, intvl = 10, cnt = 3;
+	unsigned int user_timeout = 60000;
+
+	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+	/* Unacknowledged data for a minute: the peer is gone. */
+	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout,
+		   sizeof(user_timeout));
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+/* A new connection. */
+static void
+accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+	  int salen, void *arg)
+{
+	struct port *p = arg;
+	struct client *cl, **tail;
+	char host[64];
+
+	(void)lev;
+	(void)salen;
+	if (evutil_inet_ntop(
+		    sa->sa_family,
+		    sa->sa_family == AF_INET6
+			    ? (void *)&((struct sockaddr_in6 *)sa)->sin6_addr
+			    : (void *)&((struct sockaddr_in *)sa)->sin_addr,
+		    host, sizeof(host)) == NULL)
+		snprintf(host, sizeof(host), "?");
+	if (p->nclients >= p->c.max_clients) {
+		if (p->c.when_full == FULL_REFUSE || p->clients == NULL) {
+			p->refused++;
+			keel_module_log(
+				p->m, KEEL_LOG_INFO,
+				"%s: refusing %s: max-clients (%d) reached",
+				p->c.name, host, p->c.max_clients);
+			close(fd);
+			return;
+		}
+		p->kicked++;
+		client_free(p->clients,
+			    "kicked (max-clients reached, kick-oldest)");
+	}
+	cl = calloc(1, sizeof(*cl));
+	if (cl == NULL) {
+		close(fd);
+		return;
+	}
+	snprintf(cl->peer, sizeof(cl->peer), "%.64s:%u", host,
+		 ntohs(sa->sa_family == AF_INET6
+			       ? ((struct sockaddr_in6 *)sa)->sin6_port
+			       : ((struct sockaddr_in *)sa)->sin_port));
+	cl->p = p;
+	client_sockopts(fd);
+	cl->bev = bufferevent_socket_new(keel_module_base(p->m), fd,
+					 BEV_OPT_CLOSE_ON_FREE);
+	cl->idle = evtimer_new(keel_module_base(p->m), client_idle_cb, cl);
+	if (cl->bev == NULL || cl->idle == NULL) {
+		if (cl->bev != NULL)
+			bufferevent_free(cl->bev);
+		else
+			close(fd);
+		if (cl->idle != NULL)
+			event_free(cl->idle);
+		free(cl);
+		return;
+	}
+	bufferevent_setcb(cl->bev, client_read_cb, client_write_cb,
+			  client_event_cb, cl);
+	/* Bound what one client can push per callback. */
+	bufferevent_setwatermark(cl->bev, EV_READ, 0, 65536);
+	bufferevent_enable(cl->bev, p->paused ? EV_WRITE : EV_READ | EV_WRITE);
+	event_base_gettimeofday_cached(keel_module_base(p->m), &cl->last);
+	client_arm_idle(cl);
+	for (tail = &p->clients; *tail != NULL; tail = &(*tail)->next)
+		;
+	*tail = cl;
+	p->nclients++;
+	p->accepted++;
+	keel_module_log(p->m, KEEL_LOG_INFO,
+			"%s: client %s connected (%d of %d)", p->c.name,
+			cl->peer, p->nclients, p->c.max_clients);
+}
+
+/* The pause after EMFILE is over: accept again. */
+static void
+listen_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct port *p = arg;
+
+	(void)fd;
+	(void)what;
+	if (p->lev != NULL)
+		evconnlistener_enable(p->lev);
+}
+
+/*
+ * accept() failed. Out of descriptors the socket stays readable: without a
+ * pause the listener spins at 100 % CPU (TRAPS). Pause for 200 ms.
+ */
+static void
+accept_error_cb(struct evconnlistener *lev, void *arg)
+{
+	struct port *p = arg;
+	int err = EVUTIL_SOCKET_ERROR();
+	struct timeval tv = { 0, LISTEN_PAUSE_USEC };
+
+	if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+		if (!evtimer_pending(p->lev_pause, NULL))
+			keel_module_log(p->m, KEEL_LOG_WARNING,
+					"%s: accept: %s; pausing the listener",
+					p->c.name, strerror(err));
+		evconnlistener_disable(lev);
+		evtimer_add(p->lev_pause, &tv);
+		return;
+	}
+	keel_module_log(p->m, KEEL_LOG_DEBUG, "%s: accept: %s", p->c.name,
+			strerror(err));
+}
+
+/* Attach a bound socket as the port's listener. */
+static int
+port_listen(struct port *p, int fd)
+{
+	p->lev = evconnlistener_new(
+		keel_module_base(p->m), accept_cb, p,
+		LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+	if (p->lev == NULL) {
+		close(fd);
+		return -1;
+	}
+	evconnlistener_set_error_cb(p->lev, accept_error_cb);
+	return 0;
+}
+
+/* ---- the device side ---- */
+
+/* Device data: to every client, bounded per client. */
+static void
+dev_data_cb(struct keel_serial *s, struct evbuffer *in, void *arg)
+{
+	struct port *p = arg;
+	struct client *cl, *next;
+	size_t len = evbuffer_get_length(in);
+	int left = p->nclients;
+
+	(void)s;
+	trace_dump(p, "dev->net", in);
+	for (cl = p->clients; cl != NULL; cl = next) {
+		struct evbuffer *out = bufferevent_get_output(cl->bev);
+
+		next = cl->next;
+		left--;
+		if (evbuffer_get_length(out) + len > p->c.client_buffer) {
+			if (p->c.slow == SLOW_DISCONNECT) {
+				p->slow_disconnects++;
+				client_free(
+					cl,
+					"disconnected (too slow: client-buffer full)");
+				continue;
+			}
+			cl->dropped += len;
+			p->client_drops += len;
+			continue;
+		}
+		/* The last one takes the chain itself: no copy for one client.
+		 */
+		if (left == 0)
+			evbuffer_add_buffer(out, in);
+		else
+			evbuffer_add(out, evbuffer_pullup(in, -1), len);
+	}
+}
+
+/* The device is back: clients may send again. */
+static void
+dev_opened_cb(struct keel_serial *s, void *arg)
+{
+	(void)s;
+	port_pause_clients(arg, 0);
+}
+
+/* The device went away: what clients send now is dropped and counted. */
+static void
+dev_closed_cb(struct keel_serial *s, const char *why, void *arg)
+{
+	(void)s;
+	(void)why;
+	port_pause_clients(arg, 0);
+}
+
+/* Room towards the device again. */
+static void
+dev_drained_cb(struct keel_serial *s, void *arg)
+{
+	struct port *p = arg;
+	struct client *cl;
+
+	(void)s;
+	port_pause_clients(p, 0);
+	/* Data may wait in the clients' input buffers. */
+	for (cl = p->clients; cl != NULL && !p->paused; cl = cl->next)
+		if (evbuffer_get_length(bufferevent_get_input(cl->bev)) > 0)
+			client_read_cb(cl->bev, cl);
+	if (p->removing)
+		port_maybe_done(p);
+}
+
+static const struct keel_serial_callbacks dev_callbacks = {
+	.opened = dev_opened_cb,
+	.data = dev_data_cb,
+	.closed = dev_closed_cb,
+	.drained = dev_drained_cb,
+};
+
+/* ---- ports ---- */
+
+/* Free a port now. */
+static void
+port_free(struct port *p)
+{
+	while (p->clients != NULL) {
+		struct client *cl = p->clients;
+
+		p->clients = cl->next;
+		if (cl->idle != NULL)
+			event_free(cl->idle);
+		bufferevent_free(cl->bev);
+		free(cl);
+	}
+	if (p->lev != NULL)
+		evconnlistener_free(p->lev);
+	if (p->lev_pause != NULL)
+		event_free(p->lev_pause);
+	if (p->drain_timer != NULL)
+		event_free(p->drain_timer);
+	keel_serial_free(p->dev);
+	conf_free(&p->c);
+	free(p);
+}
+
+/* Unlink a removed port and free it; tell keeld when the last is gone. */
+static void
+port_finish(struct port *p)
+{
+	struct keel_module *m = p->m;
+	struct bridge *b = keel_module_data(m);
+	struct port **pp;
+
+	for (pp = &b->ports; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == p) {
+			*pp = p->next;
+			break;
+		}
+	keel_module_log(m, KEEL_LOG_INFO, "%s: closed", p->c.name);
+	port_free(p);
+	if (b->stopping && b->ports == NULL) {
+		free(b);
+		keel_module_set_data(m, NULL);
+		keel_module_stopped(m);
+	}
+}
+
+/* A draining port is done when the device and every client flushed. */
+static void
+port_maybe_done(struct port *p)
+{
+	struct client *cl;
+
+	if (!p->removing)
+		return;
+	if (keel_serial_is_open(p->dev) &&
+	    keel_serial_output_length(p->dev) > 0)
+		return;
+	for (cl = p->clients; cl != NULL; cl = cl->next)
+		if (evbuffer_get_length(bufferevent_get_output(cl->bev)) > 0)
+			return;
+	/* Deferred: we may be inside one of the port's callbacks. */
+	event_active(p->drain_timer, EV_TIMEOUT, 0);
+}
+
+/* Drain deadline, or drained. */
+static void
+port_drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	port_finish(arg);
+}
+
+/* Stop accepting and reading; finish when flushed or after the deadline. */
+static void
+port_remove(struct port *p)
+{
+	struct timeval tv = { (time_t)SERIAL_DRAIN_MAX, 0 };
+	struct client *cl;
+
+	if (p->removing)
+		return;
+	p->removing = 1;
+	if (p->lev != NULL)
+		evconnlistener_free(p->lev);
+	p->lev = NULL;
+	evtimer_del(p->lev_pause);
+	for (cl = p->clients; cl != NULL; cl = cl->next)
+		bufferevent_disable(cl->bev, EV_READ);
+	evtimer_add(p->drain_timer, &tv);
+	keel_module_log(p->m, KEEL_LOG_INFO, "%s: draining", p->c.name);
+	port_maybe_done(p);
+}
+
+/* A new port from a plan: device opening, listener attached. */
+static struct port *
+port_new(struct keel_module *m, struct plan *pl)
+{
+	struct port *p = calloc(1, sizeof(*p));
+	struct keel_serial_params sp;
+
+	if (p == NULL)
+		return NULL;
+	p->m = m;
+	p->c = pl->c;
+	memset(&pl->c, 0, sizeof(pl->c));
+	p->lev_pause = evtimer_new(keel_module_base(m), listen_resume_cb, p);
+	p->drain_timer = evtimer_new(keel_module_base(m), port_drain_cb, p);
+	sp = conf_params(&p->c);
+	if (p->lev_pause == NULL || p->drain_timer == NULL ||
+	    port_listen(p, pl->listen_fd) == -1) {
+		pl->listen_fd = -1;
+		port_free(p);
+		return NULL;
+	}
+	pl->listen_fd = -1;
+	p->dev = keel_serial_new(keel_module_base(m), &sp, &dev_callbacks, p);
+	if (p->dev == NULL) {
+		port_free(p);
+		return NULL;
+	}
+	keel_module_log(m, KEEL_LOG_INFO, "%s: %s <-> %s", p->c.name,
+			p->c.device, p->c.listen);
+	return p;
+}
+
+/* Apply a changed configuration to a running port. */
+static void
+port_update(struct port *p, struct plan *pl)
+{
+	struct keel_serial_params sp;
+	struct keel_serial *dev;
+
+	if (pl->listen_fd != -1) {
+		struct evconnlistener *old = p->lev;
+
+		p->lev = NULL;
+		if (port_listen(p, pl->listen_fd) == 0) {
+			if (old != NULL)
+				evconnlistener_free(old);
+			keel_module_log(
+				p->m, KEEL_LOG_INFO,
+				"%s: now listening on %s (clients kept)",
+				p->c.name, pl->c.listen);
+		} else {
+			p->lev = old;
+		}
+		pl->listen_fd = -1;
+	}
+	sp = conf_params(&pl->c);
+	if (conf_device_changed(&p->c, &pl->c)) {
+		dev = keel_serial_new(keel_module_base(p->m), &sp,
+				      &dev_callbacks, p);
+		if (dev != NULL) {
+			keel_module_log(p->m, KEEL_LOG_INFO,
+					"%s: device now %s", p->c.name,
+					pl->c.device);
+			keel_serial_free(p->dev);
+			p->dev = dev;
+			port_pause_clients(p, 0);
+		}
+	} else {
+		if (!line_equal(&p->c.line, &pl->c.line))
+			keel_serial_set_line(p->dev, &pl->c.line);
+		keel_serial_set_timing(p->dev, &sp);
+	}
+	conf_free(&p->c);
+	p->c = pl->c;
+	memset(&pl->c, 0, sizeof(pl->c));
+	{
+		struct client *cl;
+
+		for (cl = p->clients; cl != NULL; cl = cl->next)
+			client_arm_idle(cl);
+	}
+}
+
+/* ---- module hooks ---- */
+
+/* Allocate the bridge. */
+static int
+bridge_start(struct keel_module *m)
+{
+	struct bridge *b = calloc(1, sizeof(*b));
+
+	if (b == NULL)
+		return -1;
+	keel_module_set_data(m, b);
+	return 0;
+}
+
+/* Free what a transaction holds. */
+static void
+txn_free(struct txn *t)
+{
+	int i;
+
+	for (i = 0; i < t->n; i++) {
+		conf_free(&t->plans[i].c);
+		if (t->plans[i].listen_fd != -1)
+			close(t->plans[i].listen_fd);
+	}
+	free(t->plans);
+	free(t);
+}
+
+/* The running port called @name. */
+static struct port *
+bridge_find(struct bridge *b, const char *name)
+{
+	struct port *p;
+
+	for (p = b->ports; p != NULL; p = p->next)
+		if (!p->removing && strcmp(p->c.name, name) == 0)
+			return p;
+	return NULL;
+}
+
+/*
+ * Read and check every section; bind new listen addresses now so that a
+ * port in use rejects the reload. Nothing running changes.
+ */
+static int
+bridge_prepare(struct keel_module *m, cfg_t *cfg, unsigned int flags,
+	       void **txnp)
+{
+	struct bridge *b = keel_module_data(m);
+	unsigned int i, j, n = cfg_size(cfg, "serial");
+	struct txn *t = calloc(1, sizeof(*t));
+
+	if (t == NULL)
+		return -1;
+	*txnp = t;
+	t->plans = calloc(n + 1, sizeof(*t->plans));
+	if (t->plans == NULL)
+		return -1;
+	for (i = 0; i < n; i++) {
+		cfg_t *sec = cfg_getnsec(cfg, "serial", i);
+		struct plan *pl = &t->plans[i];
+
+		pl->listen_fd = -1;
+		t->n = (int)i + 1;
+		if (conf_read(m, sec, &pl->c) == -1)
+			return -1;
+		for (j = 0; j < i; j++) {
+			if (strcmp(t->plans[j].c.device, pl->c.device) == 0) {
+				keel_module_error(
+					m, sec,
+					"serial '%s': device %s is already used by serial '%s'",
+					pl->c.name, pl->c.device,
+					t->plans[j].c.name);
+				return -1;
+			}
+			if (strcmp(t->plans[j].c.listen, pl->c.listen) == 0) {
+				keel_module_error(
+					m, sec,
+					"serial '%s': listen %s is already used by serial '%s'",
+					pl->c.name, pl->c.listen,
+					t->plans[j].c.name);
+				return -1;
+			}
+		}
+		pl->old = bridge_find(b, pl->c.name);
+		if (flags & KEEL_PREPARE_CHECK)
+			continue;
+		if (pl->old != NULL &&
+		    strcmp(pl->old->c.listen, pl->c.listen) == 0)
+			continue;
+		pl->listen_fd = listen_socket(&pl->c);
+		if (pl->listen_fd == -1) {
+			keel_module_error(m, sec, "serial '%s': listen %s: %s",
+					  pl->c.name, pl->c.listen,
+					  strerror(errno));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Switch: keep, update, add, remove. */
+static void
+bridge_commit(struct keel_module *m, void *arg)
+{
+	struct bridge *b = keel_module_data(m);
+	struct txn *t = arg;
+	struct port *p;
+	int i;
+
+	/* Ports not in the new configuration drain and close. */
+	for (p = b->ports; p != NULL; p = p->next) {
+		int found = 0;
+
+		for (i = 0; i < t->n; i++)
+			if (t->plans[i].old == p)
+				found = 1;
+		if (!found)
+			port_remove(p);
+	}
+	for (i = 0; i < t->n; i++) {
+		struct plan *pl = &t->plans[i];
+
+		if (pl->old != NULL) {
+			port_update(pl->old, pl);
+			continue;
+		}
+		p = port_new(m, pl);
+		if (p == NULL) {
+			keel_module_log(m, KEEL_LOG_ERR,
+					"%s: cannot create the port",
+					pl->c.name);
+			continue;
+		}
+		p->next = b->ports;
+		b->ports = p;
+	}
+	txn_free(t);
+}
+
+/* Throw the plans away (closing the sockets bound for them). */
+static void
+bridge_abort(struct keel_module *m, void *arg)
+{
+	(void)m;
+	txn_free(arg);
+}
+
+/* Stop: drain every port; a second call frees everything now. */
+static void
+bridge_stop(struct keel_module *m)
+{
+	struct bridge *b = keel_module_data(m);
+	struct port *p, *next;
+
+	if (b == NULL) {
+		keel_module_stopped(m);
+		return;
+	}
+	if (b->stopping || b->ports == NULL) {
+		for (p = b->ports; p != NULL; p = next) {
+			next = p->next;
+			port_free(p);
+		}
+		free(b);
+		keel_module_set_data(m, NULL);
+		keel_module_stopped(m);
+		return;
+	}
+	b->stopping = 1;
+	for (p = b->ports; p != NULL; p = next) {
+		next = p->next;
+		port_remove(p);
+	}
+}
+
+/* One line per port. */
+static void
+bridge_status(struct keel_module *m, struct keel_status *st)
+{
+	struct bridge *b = keel_module_data(m);
+	const struct keel_serial_stats *s;
+	struct port *p;
+	char key[300], fmt[8];
+
+	if (b == NULL)
+		return;
+	for (p = b->ports; p != NULL; p = p->next) {
+		s = keel_serial_stats(p->dev);
+		snprintf(key, sizeof(key), "serial.%s", p->c.name);
+		keel_status_add(
+			st, key,
+			"%s %u %s, %s, listen %s, clients %d/%d, in %llu, out %llu, opens %llu, failures %llu, hangups %llu, drops %llu, client-drops %llu, refused %llu, kicked %llu%s",
+			p->c.device, p->c.line.speed,
+			keel_serial_format_name(&p->c.line, fmt, sizeof(fmt)),
+			keel_serial_state(p->dev), p->c.listen, p->nclients,
+			p->c.max_clients, (unsigned long long)s->bytes_in,
+			(unsigned long long)s->bytes_out,
+			(unsigned long long)s->opens,
+			(unsigned long long)s->open_failures,
+			(unsigned long long)s->hangups,
+			(unsigned long long)s->drops,
+			(unsigned long long)p->client_drops,
+			(unsigned long long)p->refused,
+			(unsigned long long)p->kicked,
+			p->removing ? ", draining" : "");
+	}
+}
+
+/* Framework events: wake retries every waiting device now. */
+static void
+bridge_event(struct keel_module *m, enum keel_event ev)
+{
+	struct bridge *b = keel_module_data(m);
+	struct port *p;
+
+	if (ev != KEEL_EVENT_WAKE || b == NULL)
+		return;
+	for (p = b->ports; p != NULL; p = p->next)
+		keel_serial_wake(p->dev);
+}
+
+static cfg_opt_t serial_opts[] = {
+	CFG_STR("device", "", CFGF_NONE),
+	CFG_INT("speed", 9600, CFGF_NONE),
+	CFG_STR("format", "8N1", CFGF_NONE),
+	CFG_STR("flow", "none", CFGF_NONE),
+	CFG_BOOL("local", cfg_true, CFGF_NONE),
+	CFG_BOOL("hangup-on-close", cfg_false, CFGF_NONE),
+	CFG_FLOAT("open-timeout", 2.0, CFGF_NONE),
+	CFG_FLOAT("idle-timeout", 0, CFGF_NONE),
+	CFG_FLOAT("retry-min", 0.1, CFGF_NONE),
+	CFG_FLOAT("retry-max", 30, CFGF_NONE),
+	CFG_BOOL("lock", cfg_true, CFGF_NONE),
+	CFG_STR("lock-dir", "/run/lock", CFGF_NONE),
+	CFG_STR("listen", "", CFGF_NONE),
+	CFG_INT("max-clients", 4, CFGF_NONE),
+	CFG_STR("when-full", "refuse", CFGF_NONE),
+	CFG_FLOAT("client-timeout", 0, CFGF_NONE),
+	CFG_INT("client-buffer", 262144, CFGF_NONE),
+	CFG_STR("slow-client", "drop", CFGF_NONE),
+	CFG_INT("device-buffer", 65536, CFGF_NONE),
+	CFG_BOOL("trace", cfg_false, CFGF_NONE),
+	CFG_END(),
+};
+
+KEEL_MODULE_DESCRIPTOR = {
+	.abi = KEEL_MODULE_ABI,
+	.name = "serial",
+	.version = "1.0.0",
+	.section = KEEL_SECTION_TITLED,
+	.options = serial_opts,
+	.events = KEEL_EVENT_WAKE,
+	.start = bridge_start,
+	.prepare = bridge_prepare,
+	.commit = bridge_commit,
+	.abort = bridge_abort,
+	.stop = bridge_stop,
+	.status = bridge_status,
+	.event = bridge_event,
+};
