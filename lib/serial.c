@@ -255,7 +255,43 @@ keel_serial_format_name(const struct keel_serial_line *line, char *buf,
 	return buf;
 }
 
-/* Raw mode and @line on @fd, through termios2 (any speed). */
+/* The Bnnn code of a standard speed, or BOTHER. */
+static tcflag_t
+serial_speed_code(unsigned int speed)
+{
+	static const struct {
+		unsigned int speed;
+		tcflag_t code;
+	} codes[] = {
+		{ 50, B50 },           { 75, B75 },
+		{ 110, B110 },         { 134, B134 },
+		{ 150, B150 },         { 200, B200 },
+		{ 300, B300 },         { 600, B600 },
+		{ 1200, B1200 },       { 1800, B1800 },
+		{ 2400, B2400 },       { 4800, B4800 },
+		{ 9600, B9600 },       { 19200, B19200 },
+		{ 38400, B38400 },     { 57600, B57600 },
+		{ 115200, B115200 },   { 230400, B230400 },
+		{ 460800, B460800 },   { 500000, B500000 },
+		{ 576000, B576000 },   { 921600, B921600 },
+		{ 1000000, B1000000 }, { 1152000, B1152000 },
+		{ 1500000, B1500000 }, { 2000000, B2000000 },
+		{ 2500000, B2500000 }, { 3000000, B3000000 },
+		{ 3500000, B3500000 }, { 4000000, B4000000 },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+		if (codes[i].speed == speed)
+			return codes[i].code;
+	return BOTHER;
+}
+
+/*
+ * Raw mode and @line on @fd, through termios2: a standard speed gets its
+ * Bnnn code (so that tools reading it with termios see it), any other one
+ * BOTHER with the exact rate.
+ */
 static int
 serial_apply_line(int fd, const struct keel_serial_line *line)
 {
@@ -271,8 +307,9 @@ serial_apply_line(int fd, const struct keel_serial_line *line)
 	t.c_cflag &= ~(tcflag_t)(CSIZE | PARENB | PARODD | CMSPAR | CSTOPB |
 				 CRTSCTS | CLOCAL | HUPCL | CBAUD |
 				 (CBAUD << IBSHIFT));
-	t.c_cflag |= CREAD | sizes[line->data_bits - 5] | BOTHER |
-		     (BOTHER << IBSHIFT);
+	t.c_cflag |= CREAD | sizes[line->data_bits - 5] |
+		     serial_speed_code(line->speed) |
+		     (serial_speed_code(line->speed) << IBSHIFT);
 	t.c_ispeed = t.c_ospeed = line->speed;
 	switch (line->parity) {
 	case 'E':

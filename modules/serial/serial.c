@@ -1075,6 +1075,162 @@ bridge_event(struct keel_module *m, enum keel_event ev)
 		keel_serial_wake(p->dev);
 }
 
+/* ---- parse-time validators: errors carry the option's own line ---- */
+
+/* An integer option within [lo, hi]. */
+static int
+check_int(cfg_t *cfg, cfg_opt_t *opt, long lo, long hi)
+{
+	long v = cfg_opt_getnint(opt, 0);
+
+	if (v < lo || v > hi) {
+		cfg_error(cfg,
+			  "serial '%s': %s %ld is out of range (%ld to %ld)",
+			  keel_section_title(cfg), opt->name, v, lo, hi);
+		return -1;
+	}
+	return 0;
+}
+
+/* A float option within [lo, hi]. */
+static int
+check_float(cfg_t *cfg, cfg_opt_t *opt, double lo, double hi)
+{
+	double v = cfg_opt_getnfloat(opt, 0);
+
+	if (!(v >= lo && v <= hi)) {
+		cfg_error(cfg, "serial '%s': %s %g is out of range (%g to %g)",
+			  keel_section_title(cfg), opt->name, v, lo, hi);
+		return -1;
+	}
+	return 0;
+}
+
+/* A string option that must be one of @words (space separated). */
+static int
+check_word(cfg_t *cfg, cfg_opt_t *opt, const char *words, const char *what)
+{
+	const char *v = cfg_opt_getnstr(opt, 0), *w = words;
+	size_t n = strlen(v);
+
+	while (n > 0 && (w = strstr(w, v)) != NULL) {
+		if ((w == words || w[-1] == ' ') &&
+		    (w[n] == ' ' || w[n] == '\0'))
+			return 0;
+		w += n;
+	}
+	cfg_error(cfg, "serial '%s': %s '%s' is not %s",
+		  keel_section_title(cfg), opt->name, v, what);
+	return -1;
+}
+
+static int
+check_speed(cfg_t *cfg, cfg_opt_t *opt)
+{
+	return check_int(cfg, opt, 50, 4000000);
+}
+
+static int
+check_max_clients(cfg_t *cfg, cfg_opt_t *opt)
+{
+	return check_int(cfg, opt, 1, 65536);
+}
+
+static int
+check_buffer(cfg_t *cfg, cfg_opt_t *opt)
+{
+	return check_int(cfg, opt, 1024, 64L * 1024 * 1024);
+}
+
+static int
+check_open_timeout(cfg_t *cfg, cfg_opt_t *opt)
+{
+	return check_float(cfg, opt, 0.001, 600);
+}
+
+static int
+check_seconds(cfg_t *cfg, cfg_opt_t *opt)
+{
+	return check_float(cfg, opt, 0, 86400);
+}
+
+static int
+check_retry(cfg_t *cfg, cfg_opt_t *opt)
+{
+	return check_float(cfg, opt, 0.001, 86400);
+}
+
+static int
+check_format(cfg_t *cfg, cfg_opt_t *opt)
+{
+	struct keel_serial_line line;
+	char err[200];
+
+	if (keel_serial_parse_format(cfg_opt_getnstr(opt, 0), &line, err,
+				     sizeof(err)) == -1) {
+		cfg_error(cfg, "serial '%s': %s", keel_section_title(cfg), err);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+check_flow(cfg_t *cfg, cfg_opt_t *opt)
+{
+	return check_word(cfg, opt, "none rtscts xonxoff",
+			  "none, rtscts or xonxoff");
+}
+
+static int
+check_when_full(cfg_t *cfg, cfg_opt_t *opt)
+{
+	return check_word(cfg, opt, "refuse kick-oldest",
+			  "refuse or kick-oldest");
+}
+
+static int
+check_slow(cfg_t *cfg, cfg_opt_t *opt)
+{
+	return check_word(cfg, opt, "drop disconnect", "drop or disconnect");
+}
+
+/* listen: numeric HOST:PORT, IPv6 as [ADDR]:PORT; never a DNS lookup. */
+static int
+check_listen(cfg_t *cfg, cfg_opt_t *opt)
+{
+	const char *v = cfg_opt_getnstr(opt, 0);
+	struct sockaddr_storage ss;
+	int len = (int)sizeof(ss);
+
+	if (v == NULL || strchr(v, ':') == NULL ||
+	    evutil_parse_sockaddr_port(v, (struct sockaddr *)&ss, &len) == -1) {
+		cfg_error(
+			cfg,
+			"serial '%s': listen '%s' is not a numeric HOST:PORT (IPv6 as [ADDR]:PORT)",
+			keel_section_title(cfg), v != NULL ? v : "");
+		return -1;
+	}
+	return 0;
+}
+
+static const struct keel_validator serial_validators[] = {
+	{ "speed", check_speed },
+	{ "format", check_format },
+	{ "flow", check_flow },
+	{ "open-timeout", check_open_timeout },
+	{ "idle-timeout", check_seconds },
+	{ "retry-min", check_retry },
+	{ "retry-max", check_retry },
+	{ "listen", check_listen },
+	{ "max-clients", check_max_clients },
+	{ "when-full", check_when_full },
+	{ "client-timeout", check_seconds },
+	{ "client-buffer", check_buffer },
+	{ "slow-client", check_slow },
+	{ "device-buffer", check_buffer },
+	{ NULL, NULL },
+};
+
 static cfg_opt_t serial_opts[] = {
 	CFG_STR("device", "", CFGF_NONE),
 	CFG_INT("speed", 9600, CFGF_NONE),
@@ -1105,6 +1261,7 @@ KEEL_MODULE_DESCRIPTOR = {
 	.version = "1.0.0",
 	.section = KEEL_SECTION_TITLED,
 	.options = serial_opts,
+	.validators = serial_validators,
 	.events = KEEL_EVENT_WAKE,
 	.start = bridge_start,
 	.prepare = bridge_prepare,

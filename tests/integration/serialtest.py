@@ -1,0 +1,141 @@
+"""Pseudo-terminals standing in for serial ports, and TCP clients, for the
+serial integration tests. Never opens the machine's own serial devices."""
+import hashlib
+import os
+import socket
+import threading
+import time
+import tty
+
+from keeltest import wait_for
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Pty:
+    """A pty whose slave is published at a symbolic link (the 'device')."""
+
+    def __init__(self, link):
+        self.link = link
+        self.master = None
+        self.plug()
+
+    def plug(self):
+        """A fresh pty, published at the link atomically."""
+        m, s = os.openpty()
+        tty.setraw(s)
+        self.slave_path = os.ttyname(s)
+        os.close(s)
+        os.set_blocking(m, True)
+        self.master = m
+        tmp = self.link + ".tmp"
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.symlink(self.slave_path, tmp)
+        os.rename(tmp, self.link)
+
+    def hangup(self):
+        """Close the master: the reader on the slave sees a hang-up."""
+        if self.master is not None:
+            os.close(self.master)
+        self.master = None
+
+    def unplug(self):
+        self.hangup()
+        if os.path.lexists(self.link):
+            os.unlink(self.link)
+
+    def close(self):
+        self.hangup()
+
+
+def serial_section(name, link, port, lock_dir, extra=""):
+    return ('serial %s {\n  device = "%s"\n  listen = "127.0.0.1:%d"\n  lock-dir = "%s"\n'
+            '  retry-min = 0.05\n  retry-max = 0.5\n%s}\n' % (name, link, port, lock_dir, extra))
+
+
+def connect(port, timeout=5):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            c = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+            c.settimeout(timeout)
+            return c
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def pattern(n, seed=7):
+    block = bytes((i * seed + 3) % 256 for i in range(65536))
+    return (block * (n // 65536 + 1))[:n]
+
+
+def recv_exact(sock, n, timeout=30):
+    h = hashlib.sha256()
+    got = 0
+    sock.settimeout(timeout)
+    while got < n:
+        b = sock.recv(min(1 << 20, n - got))
+        if not b:
+            raise AssertionError("connection closed after %d of %d bytes" % (got, n))
+        h.update(b)
+        got += len(b)
+    return h.hexdigest()
+
+
+def read_exact(fd, n, timeout=30):
+    h = hashlib.sha256()
+    got = 0
+    deadline = time.monotonic() + timeout
+    while got < n:
+        if time.monotonic() > deadline:
+            raise AssertionError("device read %d of %d bytes" % (got, n))
+        b = os.read(fd, min(1 << 20, n - got))
+        h.update(b)
+        got += len(b)
+    return h.hexdigest()
+
+
+def write_all_fd(fd, data):
+    off = 0
+    while off < len(data):
+        off += os.write(fd, data[off:off + 65536])
+
+
+def in_thread(fn, *args):
+    t = threading.Thread(target=fn, args=args, daemon=True)
+    t.start()
+    return t
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def port_status(k, name):
+    """The status fields of one port, as a dict (plus 'state')."""
+    rc, out, err = k.ctl("status")
+    for line in out.splitlines():
+        if line.startswith("serial.%s: " % name):
+            parts = line.split(": ", 1)[1].split(", ")
+            st = {"head": parts[0], "state": parts[1]}
+            for p in parts[2:]:
+                kv = p.split(" ", 1)
+                if len(kv) == 2:
+                    st[kv[0]] = kv[1]
+            return st
+    raise AssertionError("no status line for serial.%s in:\n%s" % (name, out))
+
+
+def wait_open(k, name, timeout=5):
+    return wait_for(lambda: port_status(k, name)["state"] == "open", timeout,
+                    0.05, what="serial.%s open" % name)
