@@ -45,7 +45,7 @@ __attribute__((noreturn)) void fatal(const char *fmt, ...) KEEL_PRINTF(1, 2);
 __attribute__((noreturn)) void fatalx(const char *fmt, ...) KEEL_PRINTF(1, 2);
 
 /* ---- configuration (config.c) ---- */
-#define CONFIG_MAX_SIZE  (1024 * 1024)
+#define CONFIG_MAX_SIZE  (1 << 20)
 #define CONFIG_MAX_DEPTH 32
 
 struct config_section_pos {

@@ -211,8 +211,8 @@ keel_apply_core(struct keel *k, cfg_t *old)
 	struct errbuf eb = { 0 };
 	const char *target;
 	int level = log_level_parse(cfg_getstr(cfg, "log-level"));
-	static const char *const restart_only[] = { "pidfile", "state-file",
-						    "user", "group" };
+	static const char *const restart_only[] = { "pidfile", "user",
+						    "group" };
 	size_t i;
 
 	if (k->opt.debug)
@@ -228,6 +228,19 @@ keel_apply_core(struct keel *k, cfg_t *old)
 	errbuf_clear(&eb);
 	if (old == NULL)
 		return;
+	/* The state file moves with the configuration: keeld -s reads it there.
+	 */
+	if (k->statefile != NULL &&
+	    strcmp(k->statefile, cfg_getstr(cfg, "state-file")) != 0) {
+		char *moved = strdup(cfg_getstr(cfg, "state-file"));
+
+		if (moved != NULL) {
+			unlink(k->statefile);
+			free(k->statefile);
+			k->statefile = moved;
+			log_info("state file now %s", moved);
+		}
+	}
 	for (i = 0; i < sizeof(restart_only) / sizeof(restart_only[0]); i++) {
 		const char *a = cfg_size(old, restart_only[i])
 					? cfg_getstr(old, restart_only[i])
@@ -320,6 +333,8 @@ keel_free(struct keel *k)
 {
 	struct keel_module *m;
 
+	/* Past the loop: a module stopping now is not a drain to report. */
+	k->stopping = 3;
 	for (m = k->modules; m != NULL; m = m->next) {
 		if (m->state == MODULE_RUNNING)
 			module_stop(m);
@@ -435,6 +450,45 @@ keel_setup_loop(struct keel *k, struct errbuf *eb)
 	return 0;
 }
 
+/* @path made absolute against the current directory (before chdir "/"). */
+static char *
+keel_absolute(const char *path)
+{
+	char cwd[4096], *out = NULL;
+
+	if (path[0] == '/' || getcwd(cwd, sizeof(cwd)) == NULL)
+		return strdup(path);
+	if (asprintf(&out, "%s/%s", cwd, path) < 0)
+		return NULL;
+	return out;
+}
+
+/*
+ * Create the state file's directory when missing (as /run/keel is on a
+ * fresh boot without systemd's RuntimeDirectory), owned by `user`.
+ */
+static void
+keel_make_state_dir(struct keel *k, cfg_t *cfg)
+{
+	char *dir = strdup(k->statefile), *slash;
+	struct passwd *pw;
+
+	if (dir == NULL)
+		return;
+	slash = strrchr(dir, '/');
+	if (slash != NULL && slash != dir) {
+		*slash = '\0';
+		if (mkdir(dir, 0755) == 0) {
+			log_info("created %s", dir);
+			if (geteuid() == 0 && cfg_size(cfg, "user") > 0 &&
+			    (pw = getpwnam(cfg_getstr(cfg, "user"))) != NULL &&
+			    chown(dir, pw->pw_uid, pw->pw_gid) == -1)
+				log_warn("chown %s", dir);
+		}
+	}
+	free(dir);
+}
+
 /* Run keeld: start, serve until stopped. Returns the exit status. */
 int
 keel_main_run(const struct keel_options *opt)
@@ -456,8 +510,9 @@ keel_main_run(const struct keel_options *opt)
 	cfg = config_load(k, k->config_path, &eb);
 	if (cfg == NULL)
 		return keel_start_failed(k, &eb);
-	k->pidfile = strdup(opt->pidfile != NULL ? opt->pidfile
-						 : cfg_getstr(cfg, "pidfile"));
+	k->pidfile = keel_absolute(opt->pidfile != NULL
+					   ? opt->pidfile
+					   : cfg_getstr(cfg, "pidfile"));
 	k->statefile = strdup(cfg_getstr(cfg, "state-file"));
 	k->pidfd = pidfile_acquire(k->pidfile, &holder, &eb);
 	if (k->pidfd == -1) {
@@ -479,9 +534,10 @@ keel_main_run(const struct keel_options *opt)
 	if (reload_transaction(k, cfg, 0, &eb) == -1)
 		return keel_start_failed(k, &eb);
 	k->generation = 1;
-	keel_set_last_reload(k, "%s", "none");
+	keel_set_last_reload(k, "ok%s", "");
 	user = cfg_size(k->cfg, "user") ? cfg_getstr(k->cfg, "user") : NULL;
 	group = cfg_size(k->cfg, "group") ? cfg_getstr(k->cfg, "group") : NULL;
+	keel_make_state_dir(k, k->cfg);
 	if (privs_drop(user, group, &eb) == -1)
 		return keel_start_failed(k, &eb);
 	if (state_write(k->statefile, "", 0) == -1) {

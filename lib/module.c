@@ -240,7 +240,7 @@ module_scan(struct keel *k, const char *dir)
 		if (module_find(k, name) == NULL &&
 		    module_load_file(k, dir, list[i]->d_name, why,
 				     sizeof(why)) == -1) {
-			log_debug("module %s refused: %s", name, why);
+			log_warnx("module %s refused: %s", name, why);
 			module_refuse(k, name, why);
 		}
 		free(list[i]);

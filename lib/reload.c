@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -30,15 +31,32 @@ reload_prepare_core(struct keel *k, cfg_t *cfg, struct errbuf *eb)
 	if (target == NULL || target[0] != '/' ||
 	    strcmp(target, log_target()) == 0)
 		return 0;
-	fd = open(target, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY,
-		  0640);
-	if (fd == -1) {
-		errbuf_add(eb, "%s: log: cannot open %s: %s", cfg->filename,
-			   target, strerror(errno));
-		return -1;
+	/* Check without creating anything: keeld -t must leave no trace. */
+	fd = open(target, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY);
+	if (fd != -1) {
+		close(fd);
+		return 0;
 	}
-	close(fd);
-	return 0;
+	if (errno == ENOENT) {
+		char *dir = strdup(target),
+		     *slash = dir != NULL ? strrchr(dir, '/') : NULL;
+		int ok;
+
+		if (slash == NULL) {
+			free(dir);
+			return 0;
+		}
+		*slash = '\0';
+		ok = access(slash == dir ? "/" : dir, W_OK) == 0;
+		if (!ok)
+			errbuf_add(eb, "%s: log: cannot create %s: %s",
+				   cfg->filename, target, strerror(errno));
+		free(dir);
+		return ok ? 0 : -1;
+	}
+	errbuf_add(eb, "%s: log: cannot open %s: %s", cfg->filename, target,
+		   strerror(errno));
+	return -1;
 }
 
 /* Throw away what the transaction prepared and started. */
@@ -98,7 +116,8 @@ reload_prepare_module(struct keel_module *m, cfg_t *cfg, unsigned int flags,
 	m->eb = eb;
 	rc = m->desc->prepare(m, cfg, flags, &m->txn);
 	m->eb = NULL;
-	if (rc == -1) {
+	/* An error reported is a failure, whatever the hook returned. */
+	if (rc == -1 || eb->count > before) {
 		if (eb->count == before)
 			errbuf_add(eb,
 				   "%s: module '%s' rejected the configuration",

@@ -19,7 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SERIAL_READ_MAX (64 * 1024) /* gathered per read callback */
+#define SERIAL_READ_MAX ((size_t)64 * 1024) /* gathered per read callback */
 #define SERIAL_JITTER   0.2
 
 enum serial_state { S_WAITING, S_OPENING, S_OPEN };
@@ -112,34 +112,50 @@ serial_watch_cb(evutil_socket_t fd, short what, void *arg)
 	char buf[4096]
 		__attribute__((aligned(__alignof__(struct inotify_event))));
 	const struct inotify_event *ev;
-	struct keel_serial *s, *next;
+	struct keel_serial *s, **hit = NULL, **grown;
+	size_t nhit = 0, i;
 	ssize_t n;
 	char *p;
 
 	(void)what;
 	(void)arg;
+	/*
+	 * Collect first, act after: an attempt changes the watch list (and may
+	 * put the same port back on it when the device is still missing).
+	 */
 	while ((n = read(fd, buf, sizeof(buf))) > 0) {
 		for (p = buf; p < buf + n; p += sizeof(*ev) + ev->len) {
 			ev = (const struct inotify_event *)p;
-			for (s = serial_watch.ports; s != NULL; s = next) {
-				next = s->watch_next;
+			for (s = serial_watch.ports; s != NULL;
+			     s = s->watch_next) {
 				if (s->watch_wd != ev->wd ||
+				    s->state != S_WAITING ||
 				    (ev->len > 0 &&
 				     strcmp(ev->name, s->watch_name) != 0))
 					continue;
-				if (s->state != S_WAITING)
+				for (i = 0; i < nhit && hit[i] != s; i++)
+					;
+				if (i < nhit)
 					continue;
-				log_debug("serial %s: %s appeared", s->name,
-					  s->watch_name);
-				evtimer_del(s->retry_timer);
-				serial_unwatch(s);
-				serial_attempt(s);
-				/* The list may have changed under us. */
-				next = serial_watch.ports;
-				break;
+				grown = realloc(
+					hit,
+					(nhit + 1) *
+						sizeof(struct keel_serial *));
+				if (grown == NULL)
+					continue;
+				hit = grown;
+				hit[nhit++] = s;
 			}
 		}
 	}
+	for (i = 0; i < nhit; i++) {
+		s = hit[i];
+		log_debug("serial %s: %s appeared", s->name, s->watch_name);
+		evtimer_del(s->retry_timer);
+		serial_unwatch(s);
+		serial_attempt(s);
+	}
+	free(hit);
 }
 
 /*
@@ -386,7 +402,11 @@ serial_lock_owner(const char *path)
 	return (pid_t)strtol(buf, NULL, 10);
 }
 
-/* Take the UUCP lock; a stale one (dead pid) is removed. 0 or -1 (why set). */
+/*
+ * Take the UUCP lock; a stale one (dead pid) is removed. 0 when taken (or
+ * locking is off), 1 when the device does not exist (open() will say so),
+ * -1 when someone holds it or it cannot be created (why set).
+ */
 static int
 serial_lock(struct keel_serial *s)
 {
@@ -397,7 +417,7 @@ serial_lock(struct keel_serial *s)
 	if (!s->p.lock)
 		return 0;
 	if (serial_lock_name(s, s->lockfile, sizeof(s->lockfile)) == -1)
-		return -1; /* the device is missing: open() will say so */
+		return 1;
 	snprintf(tmp, sizeof(tmp), "%s/LTMP.%ld.%p", s->lock_dir,
 		 (long)getpid(), (void *)s);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
@@ -509,7 +529,7 @@ job_start(struct keel_serial *s)
 	s->job_r = p[0];
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	pthread_attr_setstacksize(&attr, 256 * 1024);
+	pthread_attr_setstacksize(&attr, (size_t)256 * 1024);
 	/* The thread must never run a signal handler. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -865,7 +885,7 @@ serial_attempt(struct keel_serial *s)
 		job_release(s->stuck);
 		s->stuck = NULL;
 	}
-	if (serial_lock(s) == -1 && s->p.lock && errno != ENOENT) {
+	if (serial_lock(s) == -1) {
 		s->stats.open_failures++;
 		serial_log_failure(s, errno);
 		serial_schedule_retry(s, errno);

@@ -14,9 +14,9 @@ import tempfile
 import time
 import unittest
 
-KEELD = os.environ.get("KEELD", "build/keeld")
-MODDIR = os.environ.get("KEEL_MODDIR", "build/modules")
-TESTMODDIR = os.environ.get("KEEL_TESTMODDIR", "build/tests/modules")
+KEELD = os.path.abspath(os.environ.get("KEELD", "build/keeld"))
+MODDIR = os.path.abspath(os.environ.get("KEEL_MODDIR", "build/modules"))
+TESTMODDIR = os.path.abspath(os.environ.get("KEEL_TESTMODDIR", "build/tests/modules"))
 
 
 def wait_for(pred, timeout=5.0, step=0.01, what="condition"):
@@ -86,14 +86,15 @@ class Keeld:
     def argv(self, *extra):
         return [KEELD, "-f", self.conf, "-M", self.moddir] + list(extra)
 
-    def start(self, foreground=True, env=None, wait=True, args=()):
-        """Start keeld; with wait, until its state file exists."""
+    def start(self, foreground=True, env=None, wait=True, args=(), prefix=()):
+        """Start keeld; with wait, until its state file exists. A prefix
+        (such as a prlimit command) must exec keeld in the same process."""
         e = dict(os.environ)
         e.pop("NOTIFY_SOCKET", None)
         if env:
             e.update(env)
         self.stderr = open(os.path.join(self.dir, "stderr"), "w")
-        argv = self.argv(*(["-n"] if foreground else [])) + list(args)
+        argv = list(prefix) + self.argv(*(["-n"] if foreground else [])) + list(args)
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                      stdout=self.stderr, stderr=self.stderr, env=e)
         if foreground:

@@ -48,6 +48,16 @@ class Instances(unittest.TestCase):
             self.assertIn("is a symbolic link", r.stderr)
             self.assertEqual(k.read(target), "precious\n")
 
+    def test_relative_pidfile_is_made_absolute(self):
+        with Keeld(HEARTBEAT % ("one", 0.2)) as k:
+            r = subprocess.run(k.argv("-p", "rel.pid"), capture_output=True, text=True,
+                               timeout=10, cwd=k.dir)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            pid = int(k.read(os.path.join(k.dir, "rel.pid")))
+            k.pid = pid
+            os.kill(pid, signal.SIGTERM)
+            wait_for(lambda: not os.path.exists(os.path.join(k.dir, "rel.pid")), 5)
+
     def test_pidfile_directory_missing(self):
         with Keeld(HEARTBEAT % ("one", 0.2)) as k:
             r = subprocess.run(k.argv("-n", "-p", "/nonexistent-dir/keeld.pid"),

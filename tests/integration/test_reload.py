@@ -159,6 +159,19 @@ class Reload(unittest.TestCase):
         self.k.wait_log("heartbeat: a: back", after=mark)
         self.assertEqual(self.k.generation(), 3)
 
+    def test_state_file_moves_with_the_configuration(self):
+        self.assertEqual(self.k.state()["last-reload"], "ok")
+        moved = os.path.join(self.k.dir, "state.moved")
+        self.k.write(HEARTBEAT % ("old message", 0.2) + 'state-file = "%s"\n' % moved)
+        rc, out, err = self.k.ctl("reload")
+        self.assertEqual(rc, 0, err)
+        self.assertTrue(os.path.exists(moved))
+        self.assertFalse(os.path.exists(self.k.statefile))
+        self.k.statefile = moved
+        self.assertEqual(self.k.generation(), 2)
+        rc, out, err = self.k.ctl("status")
+        self.assertEqual(rc, 0, err)
+
     def test_burst_of_1000_sighups(self):
         for _ in range(999):
             os.kill(self.k.pid, signal.SIGHUP)
