@@ -154,7 +154,7 @@ sed -e "s|^DAEMON=.*|DAEMON=$dest$KEEL_SBINDIR/keeld|" \
 	-e "s|^KEELD_OPTS=.*|KEELD_OPTS=\"-M $dest$KEEL_LIBDIR/keel/modules\"|" \
 	-e "s|^RUNTIME_DIR=.*|RUNTIME_DIR=$tmp/run|" \
 	-e "s|^RUNTIME_OWNER=.*|RUNTIME_OWNER=nonexistent-user:nonexistent-group|" \
-	-e 's|^\[ -r ".*/default/\$NAME" \] &&|false \&\&|' \
+	-e 's|^\[ -r [^ ]*/default/keeld \] &&|false \&\&|' \
 	-e 's|^if \[ -r /lib/lsb/init-functions \]; then|if false; then|' \
 	"$init" >"$tmp/init"
 chmod 0755 "$tmp/init"
@@ -189,6 +189,14 @@ cp "$tmp/keeld.conf.good" "$tmp/keeld.conf"
 lsb 0 stop
 lsb 3 status
 lsb 0 stop
+# Unlocked pidfile: with a pid, keeld died (1); empty, as keeld leaves it
+# when it could not remove it after dropping root, a clean stop (3).
+echo 999999 >"$tmp/keeld.pid"
+lsb 1 status
+lsb 0 stop
+: >"$tmp/keeld.pid"
+lsb 3 status
+rm -f "$tmp/keeld.pid"
 
 # 6. The SDK: an out-of-tree module, built against the installed headers and
 # library through pkg-config, loaded by the installed keeld.
