@@ -164,9 +164,16 @@ config_scan_text(const char *file, const char *text, size_t len,
 	int open_line[CONFIG_MAX_DEPTH];
 	char open_name[CONFIG_MAX_DEPTH][64];
 	struct scan_tok t[3] = { { T_NONE, NULL, 0, 0 } };
-	const char *p = text, *end = text + len;
+	const char *p = text, *end = text + len, *nul;
 	int depth = 0, line = 1;
 
+	nul = memchr(text, '\0', len);
+	if (nul != NULL) {
+		for (p = text; p < nul; p++)
+			line += *p == '\n';
+		errbuf_add(eb, "%s:%d: NUL byte in configuration", file, line);
+		return -1;
+	}
 	while (p < end) {
 		struct scan_tok cur = { T_NONE, p, 0, line };
 		char c = *p;
@@ -215,7 +222,9 @@ config_scan_text(const char *file, const char *text, size_t len,
 
 			p++;
 			while (p < end && *p != c) {
-				if (*p == '\\' && c == '"' && p + 1 < end)
+				/* libconfuse honours \ escapes in both quotes.
+				 */
+				if (*p == '\\' && p + 1 < end)
 					p++;
 				if (*p == '\n')
 					line++;
@@ -246,7 +255,8 @@ config_scan_text(const char *file, const char *text, size_t len,
 				const struct scan_tok *name = &t[2],
 						      *title = NULL;
 
-				if (t[1].type == T_WORD) {
+				/* "key = value\nname {" is untitled. */
+				if (t[1].type == T_WORD && t[0].type != T_EQ) {
 					name = &t[1];
 					title = &t[2];
 				}
@@ -292,8 +302,25 @@ config_scan_text(const char *file, const char *text, size_t len,
 			       *p != '{' && *p != '}' && *p != '(' &&
 			       *p != ')' && *p != ',' && *p != '"' &&
 			       *p != '\'' && *p != ';' && *p != '#' &&
-			       *p != '\0')
+			       *p != '\0') {
+				/* ${VAR} is one token for libconfuse. */
+				if (*p == '$' && p + 1 < end && p[1] == '{') {
+					const char *close = memchr(
+						p, '}', (size_t)(end - p));
+
+					if (close == NULL ||
+					    memchr(p, '\n',
+						   (size_t)(close - p))) {
+						errbuf_add(
+							eb,
+							"%s:%d: '${' is not closed",
+							file, line);
+						return -1;
+					}
+					p = close;
+				}
 				p++;
+			}
 			cur.type = T_WORD;
 			cur.len = (size_t)(p - cur.start);
 			if (cur.len == 0) {
@@ -669,12 +696,9 @@ config_new(struct keel *k)
 	return cfg;
 }
 
-/*
- * Parse @path into a new configuration: pre-scan, libconfuse, then the
- * checks that need the whole file. NULL, with every error in @eb, on failure.
- */
-cfg_t *
-config_load(struct keel *k, const char *path, struct errbuf *eb)
+/* The parse itself, for config_load. */
+static cfg_t *
+config_load_file(struct keel *k, const char *path, struct errbuf *eb)
 {
 	char *text = NULL;
 	size_t len = 0;
@@ -728,6 +752,20 @@ config_load(struct keel *k, const char *path, struct errbuf *eb)
 		cfg_free(cfg);
 		return NULL;
 	}
+	return cfg;
+}
+
+/*
+ * Parse @path into a new configuration: pre-scan, libconfuse, then the
+ * checks that need the whole file. NULL, with every error in @eb, on failure.
+ */
+cfg_t *
+config_load(struct keel *k, const char *path, struct errbuf *eb)
+{
+	cfg_t *cfg = config_load_file(k, path, eb);
+
+	/* Later libconfuse errors (a module's typo) must not reach @eb. */
+	config_ctx.eb = NULL;
 	return cfg;
 }
 
@@ -809,9 +847,65 @@ config_section_line(const char *name, const char *title)
 	return 0;
 }
 
+/* Expand ${VAR} and ${VAR:-default} as libconfuse does; NULL if no memory. */
+static char *
+config_expand(const char *in)
+{
+	size_t cap = strlen(in) + 1, len = 0;
+	char *out = malloc(cap), *grown;
+	const char *p = in;
+
+	while (out != NULL && *p != '\0') {
+		const char *val = NULL, *close;
+		char name[256];
+		size_t n;
+
+		if (p[0] == '$' && p[1] == '{' &&
+		    (close = strchr(p, '}')) != NULL) {
+			const char *dflt = strstr(p, ":-");
+			size_t nlen = (size_t)((dflt != NULL && dflt < close
+							? dflt
+							: close) -
+					       (p + 2));
+
+			snprintf(name, sizeof(name), "%.*s", (int)nlen, p + 2);
+			val = getenv(name);
+			if ((val == NULL || *val == '\0') && dflt != NULL &&
+			    dflt < close) {
+				snprintf(name, sizeof(name), "%.*s",
+					 (int)(close - dflt - 2), dflt + 2);
+				val = name;
+			}
+			if (val == NULL)
+				val = "";
+			p = close + 1;
+		}
+		n = val != NULL ? strlen(val) : 1;
+		if (len + n + 1 > cap) {
+			cap = (len + n + 1) * 2;
+			grown = realloc(out, cap);
+			if (grown == NULL) {
+				free(out);
+				return NULL;
+			}
+			out = grown;
+		}
+		if (val != NULL) {
+			memcpy(out + len, val, n);
+		} else {
+			out[len] = *p++;
+		}
+		len += n;
+	}
+	if (out != NULL)
+		out[len] = '\0';
+	return out;
+}
+
 /*
  * Find pidfile and state-file in a file that may no longer parse, for
- * keeld -s; NULL where the file does not set them.
+ * keeld -s; NULL where the file does not set them. ${VAR} is expanded;
+ * include() is not followed.
  */
 int
 config_peek_paths(const char *path, char **pidfile, char **statefile)
@@ -827,9 +921,8 @@ config_peek_paths(const char *path, char **pidfile, char **statefile)
 		return -1;
 	}
 	config_scan_text(path, text, len, &sc, &eb);
-	*pidfile = sc.pidfile;
-	*statefile = sc.statefile;
-	sc.pidfile = sc.statefile = NULL;
+	*pidfile = sc.pidfile != NULL ? config_expand(sc.pidfile) : NULL;
+	*statefile = sc.statefile != NULL ? config_expand(sc.statefile) : NULL;
 	config_scan_free(&sc);
 	errbuf_clear(&eb);
 	free(text);

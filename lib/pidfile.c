@@ -33,10 +33,11 @@ pidfile_read_fd(int fd)
 int
 pidfile_acquire(const char *path, pid_t *holder, struct errbuf *eb)
 {
-	struct stat st;
-	int fd;
+	struct stat st, now;
+	int fd, tries = 0;
 
 	*holder = 0;
+again:
 	fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY,
 		  0644);
 	if (fd == -1) {
@@ -67,6 +68,18 @@ pidfile_acquire(const char *path, pid_t *holder, struct errbuf *eb)
 			errbuf_add(eb, "cannot lock pidfile %s: %s", path,
 				   strerror(e));
 		close(fd);
+		return -1;
+	}
+	/*
+	 * The holder may have unlinked the file between our open and flock:
+	 * we would hold the lock of a file nobody else can find. Retry.
+	 */
+	if (stat(path, &now) == -1 || now.st_dev != st.st_dev ||
+	    now.st_ino != st.st_ino) {
+		close(fd);
+		if (++tries < 10)
+			goto again;
+		errbuf_add(eb, "pidfile %s keeps changing under us", path);
 		return -1;
 	}
 	return fd;

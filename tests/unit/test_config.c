@@ -1145,9 +1145,6 @@ static const struct CMUnitTest tests[] = {
 					teardown),
 	cmocka_unit_test_setup_teardown(test_load_section_lines, setup,
 					teardown),
-};
-
-static const struct CMUnitTest known_bugs[] = {
 	cmocka_unit_test(test_scan_untitled_after_bare_value),
 	cmocka_unit_test(test_scan_single_quote_escape),
 	cmocka_unit_test(test_scan_single_quote_hides_truncation),
@@ -1158,4 +1155,4 @@ static const struct CMUnitTest known_bugs[] = {
 					setup, teardown),
 };
 
-UNIT_MAIN("config", tests, known_bugs)
+UNIT_MAIN_ALL("config", tests)

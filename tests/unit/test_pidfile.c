@@ -454,11 +454,8 @@ static const struct CMUnitTest tests[] = {
 					teardown),
 	cmocka_unit_test_setup_teardown(test_release_removes, setup, teardown),
 	cmocka_unit_test_setup_teardown(test_release_none, setup, teardown),
-};
-
-static const struct CMUnitTest known_bugs[] = {
 	cmocka_unit_test_setup_teardown(test_race_exit_between_open_and_lock,
 					setup, teardown),
 };
 
-UNIT_MAIN("pidfile", tests, known_bugs)
+UNIT_MAIN_ALL("pidfile", tests)
