@@ -106,6 +106,7 @@ int module_load_file(struct keel *k, const char *dir, const char *file,
 void module_notify(struct keel *k, enum keel_event ev);
 void module_status(struct keel *k, struct keel_status *st);
 int module_stop_all(struct keel *k);
+void module_order(struct keel *k, cfg_t *cfg);
 void module_stop(struct keel_module *m);
 
 /* ---- status dumps (status.c) ---- */

@@ -349,6 +349,45 @@ module_stop(struct keel_module *m)
 	m->desc->stop(m);
 }
 
+/*
+ * Order the modules as `load` lists them (the others after): they start in
+ * that order and stop in the reverse one, so a module can rely on one
+ * listed before it (serial on sim's device, say).
+ */
+void
+module_order(struct keel *k, cfg_t *cfg)
+{
+	struct keel_module *sorted = NULL, **tail = &sorted, **pp, *m;
+	unsigned int i, n = cfg_size(cfg, "load");
+
+	for (i = 0; i < n; i++) {
+		const char *name = cfg_getnstr(cfg, "load", i);
+
+		for (pp = &k->modules; *pp != NULL; pp = &(*pp)->next) {
+			if (strcmp((*pp)->name, name) != 0)
+				continue;
+			m = *pp;
+			*pp = m->next;
+			m->next = NULL;
+			*tail = m;
+			tail = &m->next;
+			break;
+		}
+	}
+	*tail = k->modules;
+	k->modules = sorted;
+}
+
+/* Stop the running modules, last started first (recursion reverses). */
+static void
+module_stop_reverse(struct keel_module *m)
+{
+	if (m == NULL)
+		return;
+	module_stop_reverse(m->next);
+	module_stop(m);
+}
+
 /* Ask every running module to stop; return how many are still draining. */
 int
 module_stop_all(struct keel *k)
@@ -356,8 +395,7 @@ module_stop_all(struct keel *k)
 	struct keel_module *m;
 	int n = 0;
 
-	for (m = k->modules; m != NULL; m = m->next)
-		module_stop(m);
+	module_stop_reverse(k->modules);
 	for (m = k->modules; m != NULL; m = m->next)
 		if (m->state == MODULE_STOPPING)
 			n++;

@@ -152,6 +152,7 @@ reload_transaction(struct keel *k, cfg_t *parsed, unsigned int flags,
 		cfg_free(cfg);
 		return -1;
 	}
+	module_order(k, cfg);
 	for (m = k->modules; m != NULL; m = m->next) {
 		if (!reload_loads(cfg, m->name)) {
 			m->remove_now = m->state == MODULE_RUNNING;

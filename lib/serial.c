@@ -752,6 +752,7 @@ serial_opened(struct keel_serial *s, int fd)
 {
 	struct stat st;
 	struct timeval tv;
+	int excl = 0; /* TIOCEXCL is the tty's, not the fd's: ours to clear? */
 
 	if (fstat(fd, &st) == -1 || !S_ISCHR(st.st_mode) || !isatty(fd)) {
 		snprintf(s->why, sizeof(s->why), "not a terminal device");
@@ -764,7 +765,9 @@ serial_opened(struct keel_serial *s, int fd)
 		errno = EBUSY;
 		goto fail;
 	}
-	if (ioctl(fd, TIOCEXCL) == -1 && errno != ENOTTY)
+	if (ioctl(fd, TIOCEXCL) == 0)
+		excl = 1;
+	else if (errno != ENOTTY)
 		log_debug("serial %s: TIOCEXCL: %s", s->name, strerror(errno));
 	if (serial_apply_line(fd, &s->p.line) == -1) {
 		snprintf(s->why, sizeof(s->why), "cannot set %u %s: %s",
@@ -801,7 +804,12 @@ serial_opened(struct keel_serial *s, int fd)
 	serial_flush(s);
 	return;
 fail:
-	ioctl(fd, TIOCNXCL);
+	if (excl) {
+		int err = errno;
+
+		ioctl(fd, TIOCNXCL);
+		errno = err;
+	}
 	close(fd);
 	serial_unlock(s);
 	s->stats.open_failures++;
@@ -875,9 +883,12 @@ serial_attempt(struct keel_serial *s)
 		return;
 	if (s->stuck != NULL) {
 		if (!__atomic_load_n(&s->stuck->done, __ATOMIC_ACQUIRE)) {
+			/* The timed-out open still fails this attempt. */
 			snprintf(
 				s->why, sizeof(s->why),
-				"an earlier open() is still blocked in the driver");
+				"open timed out after %gs (an earlier open() is still blocked in the driver)",
+				s->p.open_timeout);
+			s->stats.open_failures++;
 			serial_log_failure(s, EINPROGRESS);
 			serial_schedule_retry(s, EINPROGRESS);
 			return;
