@@ -55,6 +55,7 @@ struct keel_serial {
 	unsigned int attempt;
 	struct evbuffer *in, *out;
 	int out_was_full;
+	int read_paused;
 	char lockfile[PATH_MAX];
 	int have_lock;
 	char why[256];
@@ -694,9 +695,9 @@ serial_read_cb(evutil_socket_t fd, short what, void *arg)
 		if (n > 0) {
 			v.iov_len = (size_t)n;
 			evbuffer_commit_space(s->in, &v, 1);
+			/* A pty gives at most 4095 bytes a read: a short read
+			 * does not mean empty. Read until EAGAIN or the cap. */
 			total += (size_t)n;
-			if ((size_t)n < 16384 / 4)
-				break; /* the device had no more */
 			continue;
 		}
 		evbuffer_commit_space(s->in, &v, 0);
@@ -776,7 +777,8 @@ serial_opened(struct keel_serial *s, int fd)
 	}
 	s->rd = event_new(s->base, fd, EV_READ | EV_PERSIST, serial_read_cb, s);
 	s->wr = event_new(s->base, fd, EV_WRITE, serial_write_cb, s);
-	if (s->rd == NULL || s->wr == NULL || event_add(s->rd, NULL) == -1) {
+	if (s->rd == NULL || s->wr == NULL ||
+	    (!s->read_paused && event_add(s->rd, NULL) == -1)) {
 		snprintf(s->why, sizeof(s->why), "cannot watch the device");
 		if (s->rd != NULL)
 			event_free(s->rd);
@@ -1111,6 +1113,19 @@ size_t
 keel_serial_output_length(const struct keel_serial *s)
 {
 	return evbuffer_get_length(s->out);
+}
+
+/* Pause or resume reading. */
+void
+keel_serial_set_reading(struct keel_serial *s, int on)
+{
+	s->read_paused = !on;
+	if (s->rd == NULL)
+		return;
+	if (on)
+		event_add(s->rd, NULL);
+	else
+		event_del(s->rd);
 }
 
 /* Retry now. */

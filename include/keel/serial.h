@@ -122,6 +122,13 @@ KEEL_EXPORT int keel_serial_output_full(const struct keel_serial *s);
 /** @return bytes queued towards the device. */
 KEEL_EXPORT size_t keel_serial_output_length(const struct keel_serial *s);
 
+/**
+ * Stop (@on = 0) or resume (@on = 1) reading from the device: back-pressure
+ * when nobody can take more. While paused the device's own buffer and flow
+ * control hold the data; a hang-up is noticed when reading resumes.
+ */
+KEEL_EXPORT void keel_serial_set_reading(struct keel_serial *s, int on);
+
 /** A port waiting to reopen retries now (SIGALRM, keeld -s wake). */
 KEEL_EXPORT void keel_serial_wake(struct keel_serial *s);
 

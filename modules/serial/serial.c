@@ -68,8 +68,9 @@ struct port {
 	struct event *lev_pause;
 	struct client *clients; /* oldest first */
 	int nclients;
-	int paused;   /* clients' reads paused: the device queue is full */
-	int removing; /* draining after removal or stop */
+	int paused;     /* clients' reads paused: the device queue is full */
+	int dev_paused; /* device not read: every client is full */
+	int removing;   /* draining after removal or stop */
 	struct event *drain_timer;
 	uint64_t accepted, refused, kicked, client_drops, slow_disconnects;
 };
@@ -92,6 +93,7 @@ struct txn {
 
 static void port_free(struct port *p);
 static void port_maybe_done(struct port *p);
+static void port_resume_device(struct port *p);
 
 /* ---- configuration ---- */
 
@@ -348,6 +350,8 @@ client_free(struct client *cl, const char *why)
 		event_free(cl->idle);
 	bufferevent_free(cl->bev);
 	free(cl);
+	/* It may have been the full one holding the device back. */
+	port_resume_device(p);
 	port_maybe_done(p);
 }
 
@@ -389,10 +393,13 @@ client_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct client *cl = arg;
 
-	(void)bev;
 	event_base_gettimeofday_cached(keel_module_base(cl->p->m), &cl->last);
-	if (cl->p->removing)
-		client_free(cl, "closed (port removed)");
+	if (cl->p->removing) {
+		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+			client_free(cl, "closed (port removed)");
+		return;
+	}
+	port_resume_device(cl->p);
 }
 
 /* End of file or error on the connection. */
@@ -529,6 +536,8 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 			  client_event_cb, cl);
 	/* Bound what one client can push per callback. */
 	bufferevent_setwatermark(cl->bev, EV_READ, 0, 65536);
+	/* The write callback runs at half the buffer: time to read more. */
+	bufferevent_setwatermark(cl->bev, EV_WRITE, p->c.client_buffer / 2, 0);
 	bufferevent_enable(cl->bev, p->paused ? EV_WRITE : EV_READ | EV_WRITE);
 	event_base_gettimeofday_cached(keel_module_base(p->m), &cl->last);
 	client_arm_idle(cl);
@@ -595,23 +604,40 @@ port_listen(struct port *p, int fd)
 
 /* ---- the device side ---- */
 
-/* Device data: to every client, bounded per client. */
+/*
+ * Device data: to every client, bounded per client. When every client is
+ * full, the device is not read until one has room (back-pressure: nothing
+ * is lost). A client lagging behind the others gets the slow-client policy
+ * (its data dropped and counted, or a disconnect) so it cannot stall them.
+ */
 static void
 dev_data_cb(struct keel_serial *s, struct evbuffer *in, void *arg)
 {
 	struct port *p = arg;
 	struct client *cl, *next;
-	size_t len = evbuffer_get_length(in);
+	size_t len = evbuffer_get_length(in), least = (size_t)-1;
 	int left = p->nclients;
 
-	(void)s;
 	trace_dump(p, "dev->net", in);
+	for (cl = p->clients; cl != NULL; cl = cl->next) {
+		size_t out =
+			evbuffer_get_length(bufferevent_get_output(cl->bev));
+
+		if (out < least)
+			least = out;
+	}
+	if (p->clients != NULL && least + len > p->c.client_buffer) {
+		/* Nobody has room: deliver this chunk, read no more for now. */
+		keel_serial_set_reading(s, 0);
+		p->dev_paused = 1;
+	}
 	for (cl = p->clients; cl != NULL; cl = next) {
 		struct evbuffer *out = bufferevent_get_output(cl->bev);
 
 		next = cl->next;
 		left--;
-		if (evbuffer_get_length(out) + len > p->c.client_buffer) {
+		if (!p->dev_paused &&
+		    evbuffer_get_length(out) + len > p->c.client_buffer) {
 			if (p->c.slow == SLOW_DISCONNECT) {
 				p->slow_disconnects++;
 				client_free(
@@ -630,6 +656,16 @@ dev_data_cb(struct keel_serial *s, struct evbuffer *in, void *arg)
 		else
 			evbuffer_add(out, evbuffer_pullup(in, -1), len);
 	}
+}
+
+/* A client drained below half its buffer: the device may be read again. */
+static void
+port_resume_device(struct port *p)
+{
+	if (!p->dev_paused)
+		return;
+	p->dev_paused = 0;
+	keel_serial_set_reading(p->dev, 1);
 }
 
 /* The device is back: clients may send again. */
@@ -762,8 +798,11 @@ port_remove(struct port *p)
 		evconnlistener_free(p->lev);
 	p->lev = NULL;
 	evtimer_del(p->lev_pause);
-	for (cl = p->clients; cl != NULL; cl = cl->next)
+	for (cl = p->clients; cl != NULL; cl = cl->next) {
 		bufferevent_disable(cl->bev, EV_READ);
+		/* Now the write callback means: everything went out. */
+		bufferevent_setwatermark(cl->bev, EV_WRITE, 0, 0);
+	}
 	evtimer_add(p->drain_timer, &tv);
 	keel_module_log(p->m, KEEL_LOG_INFO, "%s: draining", p->c.name);
 	port_maybe_done(p);

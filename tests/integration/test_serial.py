@@ -50,6 +50,23 @@ class DataIntegrity(SerialBase):
         self.assertEqual(int(st["out"]), n)
         self.assertEqual(int(st["drops"]), 0)
 
+    def test_a_lone_slow_client_loses_nothing(self):
+        # Back-pressure, not drops: with every client full, keel stops
+        # reading the device until one has room again.
+        self.start()
+        c = connect(self.port)
+        self.addCleanup(c.close)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        time.sleep(0.1)
+        n = 8 << 20
+        data = pattern(n, seed=5)
+        t = in_thread(write_all_fd, self.pty.master, data)
+        time.sleep(1.5)  # read nothing for a while
+        self.assertTrue(t.is_alive(), "the writer should be held back by the full pty")
+        self.assertEqual(recv_exact(c, n), sha(data))
+        t.join(30)
+        self.assertEqual(port_status(self.k, "a")["client-drops"], "0")
+
     def test_two_clients_get_the_same_stream(self):
         self.start()
         c1, c2 = connect(self.port), connect(self.port)
