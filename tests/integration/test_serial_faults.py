@@ -236,6 +236,7 @@ class SerialCase(unittest.TestCase):
         self.pty[name] is the Pty, self.port[name] the TCP port."""
         k = Keeld("", modules=("serial",))
         self.addCleanup(k.close)
+        self.addCleanup(self.no_sanitizer_reports, k)
         self.k = k
         self.pty, self.port = {}, {}
         body = ""
@@ -259,6 +260,12 @@ class SerialCase(unittest.TestCase):
         if start:
             k.start(env=env, prefix=prefix)
         return k
+
+    def no_sanitizer_reports(self, k):
+        """keeld's stderr holds no ASan/UBSan report (checked before close)."""
+        err = k.read(os.path.join(k.dir, "stderr"))
+        for word in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+            self.assertNotIn(word, err, err[-4000:])
 
     def status(self, k=None):
         """{name: fields} from keeld -s status; numbers as ints."""
