@@ -105,7 +105,6 @@ int module_load_file(struct keel *k, const char *dir, const char *file,
 		     char *why, size_t whylen);
 void module_notify(struct keel *k, enum keel_event ev);
 void module_status(struct keel *k, struct keel_status *st);
-int module_stop_all(struct keel *k);
 void module_order(struct keel *k, cfg_t *cfg);
 void module_stop(struct keel_module *m);
 
@@ -184,6 +183,7 @@ struct keel {
 	char *statefile;
 	int ready_fd; /* daemonize pipe, -1 when none */
 	int reload_pending;
+	int stop_walking;
 	unsigned long dumps;
 };
 

@@ -264,20 +264,46 @@ keel_stop_now(struct keel *k)
 	event_base_loopbreak(k->base);
 }
 
-/* A module has drained: leave once all have. */
+/*
+ * Stop the modules one at a time, the last loaded first, each after the
+ * one after it has drained: serial must finish writing to sim's device
+ * before sim closes it. Leave the loop when none is left.
+ */
+static void
+keel_stop_next(struct keel *k)
+{
+	struct keel_module *m, *last;
+
+	if (k->stop_walking)
+		return; /* a synchronous stop re-entered: the loop below goes on
+			 */
+	k->stop_walking = 1;
+	for (;;) {
+		last = NULL;
+		for (m = k->modules; m != NULL; m = m->next) {
+			if (m->state == MODULE_STOPPING) {
+				k->stop_walking = 0;
+				return; /* wait for its keel_module_stopped() */
+			}
+			if (m->state == MODULE_RUNNING)
+				last = m;
+		}
+		if (last == NULL)
+			break;
+		module_stop(last);
+	}
+	k->stop_walking = 0;
+	log_info("every module has drained");
+	keel_stop_now(k);
+}
+
+/* A module has drained: stop the next one, or leave. */
 void
 keel_module_drained(struct keel *k)
 {
-	struct keel_module *m;
 
-	/* 1: modules are being asked to stop; 2: waiting for their drain. */
-	if (k->stopping != 2)
-		return;
-	for (m = k->modules; m != NULL; m = m->next)
-		if (m->state == MODULE_STOPPING)
-			return;
-	log_info("every module has drained");
-	keel_stop_now(k);
+	if (k->stopping == 2)
+		keel_stop_next(k);
 }
 
 /* shutdown-timeout expired. */
@@ -312,9 +338,8 @@ keel_stop_request(struct keel *k, int signo)
 	keel_write_state(k);
 	tv = keel_tv(cfg_getfloat(k->cfg, "shutdown-timeout"));
 	evtimer_add(k->stop_timer, &tv);
-	module_stop_all(k);
 	k->stopping = 2;
-	keel_module_drained(k);
+	keel_stop_next(k);
 }
 
 /* systemd's watchdog. */

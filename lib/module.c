@@ -378,30 +378,6 @@ module_order(struct keel *k, cfg_t *cfg)
 	k->modules = sorted;
 }
 
-/* Stop the running modules, last started first (recursion reverses). */
-static void
-module_stop_reverse(struct keel_module *m)
-{
-	if (m == NULL)
-		return;
-	module_stop_reverse(m->next);
-	module_stop(m);
-}
-
-/* Ask every running module to stop; return how many are still draining. */
-int
-module_stop_all(struct keel *k)
-{
-	struct keel_module *m;
-	int n = 0;
-
-	module_stop_reverse(k->modules);
-	for (m = k->modules; m != NULL; m = m->next)
-		if (m->state == MODULE_STOPPING)
-			n++;
-	return n;
-}
-
 /* ---- the public module API ---- */
 
 /* The event base. */

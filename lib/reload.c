@@ -59,6 +59,20 @@ reload_prepare_core(struct keel *k, cfg_t *cfg, struct errbuf *eb)
 	return -1;
 }
 
+/* Stop the modules removed from load, last in the list first. */
+static void
+reload_remove(struct keel_module *m)
+{
+	if (m == NULL)
+		return;
+	reload_remove(m->next);
+	if (!m->remove_now)
+		return;
+	m->remove_now = 0;
+	keel_module_log(m, KEEL_LOG_INFO, "removed from load: stopping");
+	module_stop(m);
+}
+
 /* Throw away what the transaction prepared and started. */
 static void
 reload_abort(struct keel *k)
@@ -176,14 +190,7 @@ reload_transaction(struct keel *k, cfg_t *parsed, unsigned int flags,
 			m->started_now = 0;
 		}
 	}
-	for (m = k->modules; m != NULL; m = m->next) {
-		if (m->remove_now) {
-			m->remove_now = 0;
-			keel_module_log(m, KEEL_LOG_INFO,
-					"removed from load: stopping");
-			module_stop(m);
-		}
-	}
+	reload_remove(k->modules);
 	old = k->cfg;
 	k->cfg = cfg;
 	keel_apply_core(k, old);

@@ -2,6 +2,7 @@
 #include "keel-internal.h"
 
 #include <asm/termbits.h>
+#include <ctype.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -19,8 +20,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SERIAL_READ_MAX ((size_t)64 * 1024) /* gathered per read callback */
-#define SERIAL_JITTER   0.2
+#define SERIAL_READ_MAX    ((size_t)64 * 1024) /* gathered per read callback */
+#define SERIAL_JITTER      0.2
+#define SERIAL_OPENERS_MAX 32 /* open() threads at once, process-wide */
+
+static int serial_openers; /* attempts under way (loop side) */
 
 enum serial_state { S_WAITING, S_OPENING, S_OPEN };
 
@@ -56,7 +60,7 @@ struct keel_serial {
 	struct evbuffer *in, *out;
 	int out_was_full;
 	int read_paused;
-	char lockfile[PATH_MAX];
+	char *lockfile; /* allocated while we may hold it */
 	int have_lock;
 	char why[256];
 	int last_err_logged;
@@ -232,8 +236,12 @@ int
 keel_serial_parse_format(const char *fmt, struct keel_serial_line *line,
 			 char *err, size_t errlen)
 {
+	char parity = fmt != NULL && fmt[0] != '\0'
+			      ? (char)toupper((unsigned char)fmt[1])
+			      : '\0';
+
 	if (fmt == NULL || strlen(fmt) != 3 || fmt[0] < '5' || fmt[0] > '8' ||
-	    strchr("NEOMS", fmt[1]) == NULL || fmt[1] == '\0' ||
+	    parity == '\0' || strchr("NEOMS", parity) == NULL ||
 	    (fmt[2] != '1' && fmt[2] != '2')) {
 		snprintf(
 			err, errlen,
@@ -242,7 +250,7 @@ keel_serial_parse_format(const char *fmt, struct keel_serial_line *line,
 		return -1;
 	}
 	line->data_bits = fmt[0] - '0';
-	line->parity = fmt[1];
+	line->parity = parity;
 	line->stop_bits = fmt[2] - '0';
 	return 0;
 }
@@ -368,7 +376,7 @@ serial_apply_line(int fd, const struct keel_serial_line *line)
 
 /* LCK..ttyS0 for /dev/ttyS0, LCK..pts_3 for /dev/pts/3 (links resolved). */
 static int
-serial_lock_name(struct keel_serial *s, char *out, size_t len)
+serial_lock_name(struct keel_serial *s)
 {
 	char *real = realpath(s->device, NULL), *p;
 	const char *name;
@@ -380,9 +388,11 @@ serial_lock_name(struct keel_serial *s, char *out, size_t len)
 	for (p = (char *)name; *p != '\0'; p++)
 		if (*p == '/')
 			*p = '_';
-	snprintf(out, len, "%s/LCK..%s", s->lock_dir, name);
+	free(s->lockfile);
+	if (asprintf(&s->lockfile, "%s/LCK..%s", s->lock_dir, name) < 0)
+		s->lockfile = NULL;
 	free(real);
-	return 0;
+	return s->lockfile != NULL ? 0 : -1;
 }
 
 /* The pid in a lock file (ASCII, as minicom and friends write it). */
@@ -417,7 +427,7 @@ serial_lock(struct keel_serial *s)
 
 	if (!s->p.lock)
 		return 0;
-	if (serial_lock_name(s, s->lockfile, sizeof(s->lockfile)) == -1)
+	if (serial_lock_name(s) == -1)
 		return 1;
 	snprintf(tmp, sizeof(tmp), "%s/LTMP.%ld.%p", s->lock_dir,
 		 (long)getpid(), (void *)s);
@@ -455,8 +465,13 @@ serial_lock(struct keel_serial *s)
 				 s->lockfile);
 			return -1;
 		}
-		log_info("serial %s: removing stale lock %s (pid %ld is gone)",
-			 s->name, s->lockfile, (long)owner);
+		if (owner > 0)
+			log_info(
+				"serial %s: removing stale lock %s (pid %ld is gone)",
+				s->name, s->lockfile, (long)owner);
+		else
+			log_info("serial %s: removing lock %s: it holds no pid",
+				 s->name, s->lockfile);
 		unlink(s->lockfile);
 	}
 	snprintf(s->why, sizeof(s->why), "cannot create %.150s: %s",
@@ -472,6 +487,8 @@ serial_unlock(struct keel_serial *s)
 	if (s->have_lock && serial_lock_owner(s->lockfile) == getpid())
 		unlink(s->lockfile);
 	s->have_lock = 0;
+	free(s->lockfile);
+	s->lockfile = NULL;
 }
 
 /* ---- open, off the loop ---- */
@@ -568,6 +585,7 @@ serial_abandon_job(struct keel_serial *s)
 		job_release(s->job);
 	}
 	s->job = NULL;
+	serial_openers--;
 }
 
 /* A timeval from seconds. */
@@ -735,6 +753,10 @@ serial_idle_cb(evutil_socket_t fd, short what, void *arg)
 	if (s->state != S_OPEN || s->p.idle_timeout <= 0)
 		return;
 	event_base_gettimeofday_cached(s->base, &now);
+	if (s->read_paused) {
+		/* Not read on purpose (back-pressure): that is not silence. */
+		s->last_rx = now;
+	}
 	idle = (double)(now.tv_sec - s->last_rx.tv_sec) +
 	       (double)(now.tv_usec - s->last_rx.tv_usec) / 1e6;
 	if (idle + 0.001 < s->p.idle_timeout) {
@@ -841,6 +863,7 @@ serial_job_cb(evutil_socket_t fd, short what, void *arg)
 	s->job_r = -1;
 	evtimer_del(s->open_timer);
 	s->job = NULL;
+	serial_openers--;
 	if (got == -1) {
 		int err = errno;
 
@@ -904,6 +927,14 @@ serial_attempt(struct keel_serial *s)
 		serial_schedule_retry(s, errno);
 		return;
 	}
+	if (serial_openers >= SERIAL_OPENERS_MAX) {
+		/* Many ports starting at once: wait for a free opener. */
+		struct timeval soon = { 0, 10000 };
+
+		serial_unlock(s);
+		evtimer_add(s->retry_timer, &soon);
+		return;
+	}
 	s->job = job_start(s);
 	if (s->job == NULL) {
 		snprintf(s->why, sizeof(s->why), "cannot start the opener: %s",
@@ -927,6 +958,7 @@ serial_attempt(struct keel_serial *s)
 		return;
 	}
 	s->state = S_OPENING;
+	serial_openers++;
 	tv = serial_tv(s->p.open_timeout);
 	evtimer_add(s->open_timer, &tv);
 }
@@ -973,8 +1005,19 @@ struct keel_serial *
 keel_serial_new(struct event_base *base, const struct keel_serial_params *p,
 		const struct keel_serial_callbacks *cb, void *arg)
 {
-	struct keel_serial *s = calloc(1, sizeof(*s));
+	struct keel_serial *s;
 
+	if (p->device == NULL || p->line.data_bits < 5 ||
+	    p->line.data_bits > 8 || strchr("NEOMS", p->line.parity) == NULL ||
+	    p->line.parity == '\0' ||
+	    (p->line.stop_bits != 1 && p->line.stop_bits != 2) ||
+	    p->line.speed == 0 || !(p->retry_min > 0) ||
+	    !(p->retry_max >= p->retry_min) || !(p->open_timeout > 0) ||
+	    !(p->idle_timeout >= 0)) {
+		errno = EINVAL;
+		return NULL;
+	}
+	s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return NULL;
 	s->base = base;

@@ -846,6 +846,8 @@ port_update(struct port *p, struct plan *pl)
 {
 	struct keel_serial_params sp;
 	struct keel_serial *dev;
+	struct client *cl;
+	int rearm;
 
 	if (pl->listen_fd != -1) {
 		struct evconnlistener *old = p->lev;
@@ -878,17 +880,20 @@ port_update(struct port *p, struct plan *pl)
 	} else {
 		if (!line_equal(&p->c.line, &pl->c.line))
 			keel_serial_set_line(p->dev, &pl->c.line);
-		keel_serial_set_timing(p->dev, &sp);
+		/* Unchanged values must not restart the countdowns. */
+		if (p->c.open_timeout != pl->c.open_timeout ||
+		    p->c.idle_timeout != pl->c.idle_timeout ||
+		    p->c.retry_min != pl->c.retry_min ||
+		    p->c.retry_max != pl->c.retry_max ||
+		    p->c.device_buffer != pl->c.device_buffer)
+			keel_serial_set_timing(p->dev, &sp);
 	}
+	rearm = p->c.client_timeout != pl->c.client_timeout;
 	conf_free(&p->c);
 	p->c = pl->c;
 	memset(&pl->c, 0, sizeof(pl->c));
-	{
-		struct client *cl;
-
-		for (cl = p->clients; cl != NULL; cl = cl->next)
-			client_arm_idle(cl);
-	}
+	for (cl = p->clients; rearm && cl != NULL; cl = cl->next)
+		client_arm_idle(cl);
 }
 
 /* ---- module hooks ---- */
@@ -932,6 +937,18 @@ bridge_find(struct bridge *b, const char *name)
 	return NULL;
 }
 
+/* The running port listening on @listen. */
+static struct port *
+bridge_find_listen(struct bridge *b, const char *listen)
+{
+	struct port *p;
+
+	for (p = b->ports; p != NULL; p = p->next)
+		if (!p->removing && strcmp(p->c.listen, listen) == 0)
+			return p;
+	return NULL;
+}
+
 /*
  * Read and check every section; bind new listen addresses now so that a
  * port in use rejects the reload. Nothing running changes.
@@ -943,6 +960,7 @@ bridge_prepare(struct keel_module *m, cfg_t *cfg, unsigned int flags,
 	struct bridge *b = keel_module_data(m);
 	unsigned int i, j, n = cfg_size(cfg, "serial");
 	struct txn *t = calloc(1, sizeof(*t));
+	struct port *holder;
 
 	if (t == NULL)
 		return -1;
@@ -982,6 +1000,17 @@ bridge_prepare(struct keel_module *m, cfg_t *cfg, unsigned int flags,
 		if (pl->old != NULL &&
 		    strcmp(pl->old->c.listen, pl->c.listen) == 0)
 			continue;
+		/*
+		 * The address may belong to another running port (a section
+		 * renamed, an address moved): hand its socket over instead of
+		 * binding a second one. The new configuration has it only once.
+		 */
+		holder = bridge_find_listen(b, pl->c.listen);
+		if (holder != NULL && holder->lev != NULL) {
+			pl->listen_fd = dup(evconnlistener_get_fd(holder->lev));
+			if (pl->listen_fd != -1)
+				continue;
+		}
 		pl->listen_fd = listen_socket(&pl->c);
 		if (pl->listen_fd == -1) {
 			keel_module_error(m, sec, "serial '%s': listen %s: %s",
@@ -999,7 +1028,7 @@ bridge_commit(struct keel_module *m, void *arg)
 {
 	struct bridge *b = keel_module_data(m);
 	struct txn *t = arg;
-	struct port *p;
+	struct port *p, **tail;
 	int i;
 
 	/* Ports not in the new configuration drain and close. */
@@ -1026,8 +1055,9 @@ bridge_commit(struct keel_module *m, void *arg)
 					pl->c.name);
 			continue;
 		}
-		p->next = b->ports;
-		b->ports = p;
+		for (tail = &b->ports; *tail != NULL; tail = &(*tail)->next)
+			;
+		*tail = p;
 	}
 	txn_free(t);
 }
@@ -1084,7 +1114,7 @@ bridge_status(struct keel_module *m, struct keel_status *st)
 		snprintf(key, sizeof(key), "serial.%s", p->c.name);
 		keel_status_add(
 			st, key,
-			"%s %u %s, %s, listen %s, clients %d/%d, in %llu, out %llu, opens %llu, failures %llu, hangups %llu, drops %llu, client-drops %llu, refused %llu, kicked %llu%s",
+			"%s %u %s, %s, listen %s, clients %d/%d, in %llu, out %llu, opens %llu, failures %llu, hangups %llu, drops %llu, client-drops %llu, accepted %llu, refused %llu, kicked %llu, slow-disconnects %llu%s",
 			p->c.device, p->c.line.speed,
 			keel_serial_format_name(&p->c.line, fmt, sizeof(fmt)),
 			keel_serial_state(p->dev), p->c.listen, p->nclients,
@@ -1095,8 +1125,10 @@ bridge_status(struct keel_module *m, struct keel_status *st)
 			(unsigned long long)s->hangups,
 			(unsigned long long)s->drops,
 			(unsigned long long)p->client_drops,
+			(unsigned long long)p->accepted,
 			(unsigned long long)p->refused,
 			(unsigned long long)p->kicked,
+			(unsigned long long)p->slow_disconnects,
 			p->removing ? ", draining" : "");
 	}
 }
@@ -1182,6 +1214,12 @@ check_buffer(cfg_t *cfg, cfg_opt_t *opt)
 }
 
 static int
+check_client_buffer(cfg_t *cfg, cfg_opt_t *opt)
+{
+	return check_int(cfg, opt, 4096, 64L * 1024 * 1024);
+}
+
+static int
 check_open_timeout(cfg_t *cfg, cfg_opt_t *opt)
 {
 	return check_float(cfg, opt, 0.001, 600);
@@ -1264,7 +1302,7 @@ static const struct keel_validator serial_validators[] = {
 	{ "max-clients", check_max_clients },
 	{ "when-full", check_when_full },
 	{ "client-timeout", check_seconds },
-	{ "client-buffer", check_buffer },
+	{ "client-buffer", check_client_buffer },
 	{ "slow-client", check_slow },
 	{ "device-buffer", check_buffer },
 	{ NULL, NULL },
