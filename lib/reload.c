@@ -183,6 +183,10 @@ reload_transaction(struct keel *k, cfg_t *parsed, unsigned int flags,
 		cfg_free(cfg);
 		return 0;
 	}
+	/* Core first: what modules log while committing goes to the new log. */
+	old = k->cfg;
+	k->cfg = cfg;
+	keel_apply_core(k, old);
 	for (m = k->modules; m != NULL; m = m->next) {
 		if (reload_loads(cfg, m->name)) {
 			m->desc->commit(m, m->txn);
@@ -191,9 +195,6 @@ reload_transaction(struct keel *k, cfg_t *parsed, unsigned int flags,
 		}
 	}
 	reload_remove(k->modules);
-	old = k->cfg;
-	k->cfg = cfg;
-	keel_apply_core(k, old);
 	if (old != NULL)
 		cfg_free(old);
 	return 0;

@@ -7,7 +7,6 @@
  */
 #include <errno.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/util.h>
@@ -52,7 +51,9 @@ struct port;
 struct client {
 	struct client *next;
 	struct port *p;
-	struct bufferevent *bev;
+	int fd;
+	struct event *rd, *wr;
+	struct evbuffer *in, *out;
 	struct event *idle;
 	struct timeval last;
 	char peer[80];
@@ -331,6 +332,25 @@ trace_dump(struct port *p, const char *dir, struct evbuffer *buf)
 	}
 }
 
+/* Free a client's resources (it is unlinked already). */
+static void
+client_release(struct client *cl)
+{
+	if (cl->idle != NULL)
+		event_free(cl->idle);
+	if (cl->rd != NULL)
+		event_free(cl->rd);
+	if (cl->wr != NULL)
+		event_free(cl->wr);
+	if (cl->in != NULL)
+		evbuffer_free(cl->in);
+	if (cl->out != NULL)
+		evbuffer_free(cl->out);
+	if (cl->fd != -1)
+		close(cl->fd);
+	free(cl);
+}
+
 /* Close one client. */
 static void
 client_free(struct client *cl, const char *why)
@@ -346,10 +366,7 @@ client_free(struct client *cl, const char *why)
 	p->nclients--;
 	keel_module_log(p->m, KEEL_LOG_INFO, "%s: client %s %s", p->c.name,
 			cl->peer, why);
-	if (cl->idle != NULL)
-		event_free(cl->idle);
-	bufferevent_free(cl->bev);
-	free(cl);
+	client_release(cl);
 	/* It may have been the full one holding the device back. */
 	port_resume_device(p);
 	port_maybe_done(p);
@@ -366,56 +383,94 @@ port_pause_clients(struct port *p, int pause)
 	p->paused = pause;
 	for (cl = p->clients; cl != NULL; cl = cl->next) {
 		if (pause)
-			bufferevent_disable(cl->bev, EV_READ);
+			event_del(cl->rd);
 		else if (!p->removing)
-			bufferevent_enable(cl->bev, EV_READ);
+			event_add(cl->rd, NULL);
 	}
 }
 
-/* Move what clients sent towards the device, as much as fits. */
+/* Move what a client sent towards the device, as much as fits. */
 static void
-client_read_cb(struct bufferevent *bev, void *arg)
+client_deliver(struct client *cl)
 {
-	struct client *cl = arg;
 	struct port *p = cl->p;
-	struct evbuffer *in = bufferevent_get_input(bev);
 
-	event_base_gettimeofday_cached(keel_module_base(p->m), &cl->last);
-	trace_dump(p, "net->dev", in);
-	keel_serial_write(p->dev, in);
-	if (evbuffer_get_length(in) > 0)
+	if (evbuffer_get_length(cl->in) == 0)
+		return;
+	trace_dump(p, "net->dev", cl->in);
+	keel_serial_write(p->dev, cl->in);
+	if (evbuffer_get_length(cl->in) > 0)
 		port_pause_clients(p, 1);
 }
 
-/* Everything queued to the client went out. */
+/*
+ * The client sent something: read up to 64 KiB (libevent's bufferevents
+ * read 4 KiB a call plus an ioctl: four times the syscalls), then deliver.
+ */
 static void
-client_write_cb(struct bufferevent *bev, void *arg)
+client_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct client *cl = arg;
-
-	event_base_gettimeofday_cached(keel_module_base(cl->p->m), &cl->last);
-	if (cl->p->removing) {
-		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-			client_free(cl, "closed (port removed)");
-		return;
-	}
-	port_resume_device(cl->p);
-}
-
-/* End of file or error on the connection. */
-static void
-client_event_cb(struct bufferevent *bev, short what, void *arg)
-{
-	struct client *cl = arg;
+	struct evbuffer_iovec v;
+	size_t total = 0;
+	ssize_t n = 1;
 	char why[128];
 
-	(void)bev;
-	if (what & BEV_EVENT_EOF)
-		snprintf(why, sizeof(why), "disconnected");
-	else
-		snprintf(why, sizeof(why), "lost (%s)",
-			 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-	client_free(cl, why);
+	(void)what;
+	while (total < 65536 && evbuffer_get_length(cl->in) < 65536) {
+		if (evbuffer_reserve_space(cl->in, 65536 - total, &v, 1) < 1)
+			break;
+		n = read(fd, v.iov_base, v.iov_len);
+		if (n <= 0) {
+			evbuffer_commit_space(cl->in, &v, 0);
+			break;
+		}
+		v.iov_len = (size_t)n;
+		evbuffer_commit_space(cl->in, &v, 1);
+		total += (size_t)n;
+	}
+	if (total > 0)
+		event_base_gettimeofday_cached(keel_module_base(cl->p->m),
+					       &cl->last);
+	client_deliver(cl);
+	if (n == 0) {
+		client_free(cl, "disconnected");
+	} else if (n == -1 && errno != EAGAIN && errno != EINTR) {
+		snprintf(why, sizeof(why), "lost (%s)", strerror(errno));
+		client_free(cl, why);
+	}
+}
+
+/* The client can take more: write what is queued. */
+static void
+client_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct client *cl = arg;
+	struct port *p = cl->p;
+	char why[128];
+	int n;
+
+	(void)what;
+	n = evbuffer_write(cl->out, fd);
+	if (n == -1 && errno != EAGAIN && errno != EINTR) {
+		snprintf(why, sizeof(why), "lost (%s)", strerror(errno));
+		client_free(cl, why);
+		return;
+	}
+	if (n > 0)
+		event_base_gettimeofday_cached(keel_module_base(p->m),
+					       &cl->last);
+	if (evbuffer_get_length(cl->out) > 0) {
+		event_add(cl->wr, NULL);
+	} else {
+		event_del(cl->wr);
+		if (p->removing) {
+			client_free(cl, "closed (port removed)");
+			return;
+		}
+	}
+	if (evbuffer_get_length(cl->out) <= p->c.client_buffer / 2)
+		port_resume_device(p);
 }
 
 /* client-timeout: no traffic either way for that long. */
@@ -519,26 +574,21 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 			       : ((struct sockaddr_in *)sa)->sin_port));
 	cl->p = p;
 	client_sockopts(fd);
-	cl->bev = bufferevent_socket_new(keel_module_base(p->m), fd,
-					 BEV_OPT_CLOSE_ON_FREE);
+	cl->fd = fd;
+	cl->rd = event_new(keel_module_base(p->m), fd, EV_READ | EV_PERSIST,
+			   client_read_cb, cl);
+	cl->wr = event_new(keel_module_base(p->m), fd, EV_WRITE,
+			   client_write_cb, cl);
+	cl->in = evbuffer_new();
+	cl->out = evbuffer_new();
 	cl->idle = evtimer_new(keel_module_base(p->m), client_idle_cb, cl);
-	if (cl->bev == NULL || cl->idle == NULL) {
-		if (cl->bev != NULL)
-			bufferevent_free(cl->bev);
-		else
-			close(fd);
-		if (cl->idle != NULL)
-			event_free(cl->idle);
-		free(cl);
+	if (cl->rd == NULL || cl->wr == NULL || cl->in == NULL ||
+	    cl->out == NULL || cl->idle == NULL) {
+		client_release(cl);
 		return;
 	}
-	bufferevent_setcb(cl->bev, client_read_cb, client_write_cb,
-			  client_event_cb, cl);
-	/* Bound what one client can push per callback. */
-	bufferevent_setwatermark(cl->bev, EV_READ, 0, 65536);
-	/* The write callback runs at half the buffer: time to read more. */
-	bufferevent_setwatermark(cl->bev, EV_WRITE, p->c.client_buffer / 2, 0);
-	bufferevent_enable(cl->bev, p->paused ? EV_WRITE : EV_READ | EV_WRITE);
+	if (!p->paused)
+		event_add(cl->rd, NULL);
 	event_base_gettimeofday_cached(keel_module_base(p->m), &cl->last);
 	client_arm_idle(cl);
 	for (tail = &p->clients; *tail != NULL; tail = &(*tail)->next)
@@ -620,8 +670,7 @@ dev_data_cb(struct keel_serial *s, struct evbuffer *in, void *arg)
 
 	trace_dump(p, "dev->net", in);
 	for (cl = p->clients; cl != NULL; cl = cl->next) {
-		size_t out =
-			evbuffer_get_length(bufferevent_get_output(cl->bev));
+		size_t out = evbuffer_get_length(cl->out);
 
 		if (out < least)
 			least = out;
@@ -632,7 +681,7 @@ dev_data_cb(struct keel_serial *s, struct evbuffer *in, void *arg)
 		p->dev_paused = 1;
 	}
 	for (cl = p->clients; cl != NULL; cl = next) {
-		struct evbuffer *out = bufferevent_get_output(cl->bev);
+		struct evbuffer *out = cl->out;
 
 		next = cl->next;
 		left--;
@@ -655,6 +704,9 @@ dev_data_cb(struct keel_serial *s, struct evbuffer *in, void *arg)
 			evbuffer_add_buffer(out, in);
 		else
 			evbuffer_add(out, evbuffer_pullup(in, -1), len);
+		/* Written when the socket is writable: device reads of this
+		 * loop turn go out together. */
+		event_add(cl->wr, NULL);
 	}
 }
 
@@ -696,8 +748,7 @@ dev_drained_cb(struct keel_serial *s, void *arg)
 	port_pause_clients(p, 0);
 	/* Data may wait in the clients' input buffers. */
 	for (cl = p->clients; cl != NULL && !p->paused; cl = cl->next)
-		if (evbuffer_get_length(bufferevent_get_input(cl->bev)) > 0)
-			client_read_cb(cl->bev, cl);
+		client_deliver(cl);
 	if (p->removing)
 		port_maybe_done(p);
 }
@@ -719,10 +770,7 @@ port_free(struct port *p)
 		struct client *cl = p->clients;
 
 		p->clients = cl->next;
-		if (cl->idle != NULL)
-			event_free(cl->idle);
-		bufferevent_free(cl->bev);
-		free(cl);
+		client_release(cl);
 	}
 	if (p->lev != NULL)
 		evconnlistener_free(p->lev);
@@ -769,7 +817,7 @@ port_maybe_done(struct port *p)
 	    keel_serial_output_length(p->dev) > 0)
 		return;
 	for (cl = p->clients; cl != NULL; cl = cl->next)
-		if (evbuffer_get_length(bufferevent_get_output(cl->bev)) > 0)
+		if (evbuffer_get_length(cl->out) > 0)
 			return;
 	/* Deferred: we may be inside one of the port's callbacks. */
 	event_active(p->drain_timer, EV_TIMEOUT, 0);
@@ -799,9 +847,7 @@ port_remove(struct port *p)
 	p->lev = NULL;
 	evtimer_del(p->lev_pause);
 	for (cl = p->clients; cl != NULL; cl = cl->next) {
-		bufferevent_disable(cl->bev, EV_READ);
-		/* Now the write callback means: everything went out. */
-		bufferevent_setwatermark(cl->bev, EV_WRITE, 0, 0);
+		event_del(cl->rd);
 	}
 	evtimer_add(p->drain_timer, &tv);
 	keel_module_log(p->m, KEEL_LOG_INFO, "%s: draining", p->c.name);

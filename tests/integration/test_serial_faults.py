@@ -33,7 +33,8 @@ STATUS = re.compile(
     r"clients (?P<clients>\d+)/(?P<max>\d+), in (?P<in>\d+), out (?P<out>\d+), "
     r"opens (?P<opens>\d+), failures (?P<failures>\d+), hangups (?P<hangups>\d+), "
     r"drops (?P<drops>\d+), client-drops (?P<client_drops>\d+), "
-    r"refused (?P<refused>\d+), kicked (?P<kicked>\d+)", re.M)
+    r"accepted (?P<accepted>\d+), refused (?P<refused>\d+), kicked (?P<kicked>\d+), "
+    r"slow-disconnects (?P<slow_disconnects>\d+)", re.M)
 
 
 def free_port():
