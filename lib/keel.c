@@ -26,10 +26,13 @@ keel_monotonic_usec(void)
 }
 
 /* A timeval from seconds. */
-static struct timeval
-keel_tv(double seconds)
+struct timeval
+keel_timeval(double seconds)
 {
 	struct timeval tv;
+
+	if (seconds < 0)
+		seconds = 0;
 
 	tv.tv_sec = (time_t)seconds;
 	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
@@ -337,7 +340,7 @@ keel_stop_request(struct keel *k, int signo)
 	notify_send("STOPPING=1\nSTATUS=stopping");
 	module_notify(k, KEEL_EVENT_SHUTDOWN);
 	keel_write_state(k);
-	tv = keel_tv(cfg_getfloat(k->cfg, "shutdown-timeout"));
+	tv = keel_timeval(cfg_getfloat(k->cfg, "shutdown-timeout"));
 	evtimer_add(k->stop_timer, &tv);
 	k->stopping = 2;
 	keel_stop_next(k);
@@ -463,7 +466,7 @@ keel_setup_loop(struct keel *k, struct errbuf *eb)
 	}
 	wd = notify_watchdog_usec();
 	if (wd > 0) {
-		struct timeval tv = keel_tv((double)wd / 2e6);
+		struct timeval tv = keel_timeval((double)wd / 2e6);
 
 		k->watchdog_ev =
 			event_new(k->base, -1, EV_PERSIST, keel_watchdog_cb, k);

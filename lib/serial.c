@@ -588,19 +588,6 @@ serial_abandon_job(struct keel_serial *s)
 	serial_openers--;
 }
 
-/* A timeval from seconds. */
-static struct timeval
-serial_tv(double seconds)
-{
-	struct timeval tv;
-
-	if (seconds < 0)
-		seconds = 0;
-	tv.tv_sec = (time_t)seconds;
-	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
-	return tv;
-}
-
 /* Log a failure once per distinct cause, then at debug level. */
 static void
 serial_log_failure(struct keel_serial *s, int err)
@@ -760,7 +747,7 @@ serial_idle_cb(evutil_socket_t fd, short what, void *arg)
 	idle = (double)(now.tv_sec - s->last_rx.tv_sec) +
 	       (double)(now.tv_usec - s->last_rx.tv_usec) / 1e6;
 	if (idle + 0.001 < s->p.idle_timeout) {
-		tv = serial_tv(s->p.idle_timeout - idle);
+		tv = keel_timeval(s->p.idle_timeout - idle);
 		evtimer_add(s->idle_timer, &tv);
 		return;
 	}
@@ -817,7 +804,7 @@ serial_opened(struct keel_serial *s, int fd)
 	s->last_err_logged = 0;
 	event_base_gettimeofday_cached(s->base, &s->last_rx);
 	if (s->p.idle_timeout > 0) {
-		tv = serial_tv(s->p.idle_timeout);
+		tv = keel_timeval(s->p.idle_timeout);
 		evtimer_add(s->idle_timer, &tv);
 	}
 	log_info("serial %s: %s open (%u %s)", s->name, s->device,
@@ -959,7 +946,7 @@ serial_attempt(struct keel_serial *s)
 	}
 	s->state = S_OPENING;
 	serial_openers++;
-	tv = serial_tv(s->p.open_timeout);
+	tv = keel_timeval(s->p.open_timeout);
 	evtimer_add(s->open_timer, &tv);
 }
 
@@ -991,7 +978,7 @@ serial_schedule_retry(struct keel_serial *s, int err)
 			 (2.0 * ((double)random() / (double)RAND_MAX) - 1.0);
 	if (s->attempt < 64)
 		s->attempt++;
-	tv = serial_tv(delay);
+	tv = keel_timeval(delay);
 	evtimer_add(s->retry_timer, &tv);
 	/* A missing device is opened as soon as it appears. */
 	if (err == ENOENT || err == ENODEV || err == ENXIO || err == 0)
@@ -1114,7 +1101,7 @@ keel_serial_set_timing(struct keel_serial *s,
 	s->p.retry_max = p->retry_max;
 	s->p.out_max = p->out_max != 0 ? p->out_max : 65536;
 	if (s->state == S_OPEN && s->p.idle_timeout > 0) {
-		tv = serial_tv(s->p.idle_timeout);
+		tv = keel_timeval(s->p.idle_timeout);
 		evtimer_add(s->idle_timer, &tv);
 	} else {
 		evtimer_del(s->idle_timer);

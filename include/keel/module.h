@@ -90,6 +90,12 @@ struct keel_module_desc {
 		keel_module_descriptor;                  \
 	const struct keel_module_desc keel_module_descriptor
 
+struct timeval;
+
+/** @return @p seconds (fractions allowed; negative counts as 0) as a timeval
+ * for event_add(). */
+KEEL_EXPORT struct timeval keel_timeval(double seconds);
+
 /** @return the event base every event of the module must live on. */
 KEEL_EXPORT struct event_base *keel_module_base(struct keel_module *m);
 

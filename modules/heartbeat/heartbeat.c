@@ -29,17 +29,6 @@ struct heartbeat_txn {
 	struct beat *beats;
 };
 
-/* A timeval from seconds. */
-static struct timeval
-heartbeat_tv(double seconds)
-{
-	struct timeval tv;
-
-	tv.tv_sec = (time_t)seconds;
-	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
-	return tv;
-}
-
 /* Free one beat and its timer. */
 static void
 beat_free(struct beat *b)
@@ -187,7 +176,7 @@ heartbeat_commit(struct keel_module *m, void *arg)
 	for (nb = txn->beats; nb != NULL; nb = next) {
 		next = nb->next;
 		nb->next = NULL;
-		tv = heartbeat_tv(nb->interval);
+		tv = keel_timeval(nb->interval);
 		old = heartbeat_take(&hb->beats, nb->name);
 		if (old == NULL) {
 			event_assign(nb->ev, keel_module_base(m), -1,

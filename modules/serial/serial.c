@@ -493,8 +493,7 @@ client_idle_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	limit -= idle;
-	tv.tv_sec = (time_t)limit;
-	tv.tv_usec = (suseconds_t)((limit - (double)tv.tv_sec) * 1e6);
+	tv = keel_timeval(limit);
 	evtimer_add(cl->idle, &tv);
 }
 
@@ -509,8 +508,7 @@ client_arm_idle(struct client *cl)
 		evtimer_del(cl->idle);
 		return;
 	}
-	tv.tv_sec = (time_t)limit;
-	tv.tv_usec = (suseconds_t)((limit - (double)tv.tv_sec) * 1e6);
+	tv = keel_timeval(limit);
 	evtimer_add(cl->idle, &tv);
 }
 

@@ -100,17 +100,6 @@ struct sim_txn {
 static void sim_pump(struct sim *s);
 static void sim_fail(struct sim *s, const char *what, int err);
 
-/* A timeval from seconds. */
-static struct timeval
-sim_tv(double seconds)
-{
-	struct timeval tv;
-
-	tv.tv_sec = (time_t)seconds;
-	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
-	return tv;
-}
-
 /* Seconds from @a to @b. */
 static double
 sim_elapsed(const struct timespec *a, const struct timespec *b)
@@ -658,7 +647,7 @@ sim_arm(struct sim *s)
 				return;
 			}
 		}
-		tv = sim_tv(period);
+		tv = keel_timeval(period);
 		if (event_add(s->tick_ev, &tv) == -1) {
 			sim_fail(s, "event_add", errno);
 			return;
@@ -677,7 +666,7 @@ sim_arm_hangup(struct sim *s)
 	event_del(s->hangup_ev);
 	if (s->master == -1 || s->hangup_every <= 0)
 		return;
-	tv = sim_tv(s->hangup_every);
+	tv = keel_timeval(s->hangup_every);
 	if (event_add(s->hangup_ev, &tv) == -1)
 		keel_module_log(s->m, KEEL_LOG_WARNING,
 				"%s: cannot arm hangup-every: %s", s->name,
@@ -705,7 +694,7 @@ static void
 sim_hangup(struct sim *s, double delay)
 {
 	struct simmod *sm = keel_module_data(s->m);
-	struct timeval tv = sim_tv(delay);
+	struct timeval tv = keel_timeval(delay);
 
 	sim_unpublish(s);
 	sim_pty_close(s);
@@ -745,7 +734,7 @@ static void
 sim_reopen_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct sim *s = arg;
-	struct timeval tv = sim_tv(SIM_RETRY_DELAY);
+	struct timeval tv = keel_timeval(SIM_RETRY_DELAY);
 
 	(void)fd;
 	(void)what;

@@ -97,8 +97,7 @@ slowstop_stop(struct keel_module *m)
 		return;
 	}
 	s->drain = evtimer_new(keel_module_base(m), slowstop_done, m);
-	tv.tv_sec = (time_t)s->delay;
-	tv.tv_usec = (suseconds_t)((s->delay - (double)tv.tv_sec) * 1e6);
+	tv = keel_timeval(s->delay);
 	keel_module_log(m, KEEL_LOG_INFO, "draining for %gs", s->delay);
 	evtimer_add(s->drain, &tv);
 }
