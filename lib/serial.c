@@ -484,7 +484,8 @@ serial_lock(struct keel_serial *s)
 static void
 serial_unlock(struct keel_serial *s)
 {
-	if (s->have_lock && serial_lock_owner(s->lockfile) == getpid())
+	if (s->have_lock && s->lockfile != NULL &&
+	    serial_lock_owner(s->lockfile) == getpid())
 		unlink(s->lockfile);
 	s->have_lock = 0;
 	free(s->lockfile);
