@@ -35,6 +35,7 @@ struct port_conf {
 	struct keel_serial_line line;
 	double open_timeout, idle_timeout, retry_min, retry_max;
 	double client_timeout;
+	double stall_timeout;
 	int lock;
 	int max_clients;
 	enum when_full when_full;
@@ -56,6 +57,7 @@ struct client {
 	struct evbuffer *in, *out;
 	struct event *idle;
 	struct timeval last;
+	int lagging; /* gave up waiting for it: its data is dropped */
 	char peer[80];
 	uint64_t dropped;
 };
@@ -71,7 +73,8 @@ struct port {
 	int nclients;
 	int paused;     /* clients' reads paused: the device queue is full */
 	int dev_paused; /* device not read: every client is full */
-	int removing;   /* draining after removal or stop */
+	struct event *stall_timer; /* how long back-pressure may last */
+	int removing;              /* draining after removal or stop */
 	struct event *drain_timer;
 	uint64_t accepted, refused, kicked, client_drops, slow_disconnects;
 };
@@ -196,6 +199,7 @@ conf_read(struct keel_module *m, cfg_t *sec, struct port_conf *c)
 	c->retry_min = cfg_getfloat(sec, "retry-min");
 	c->retry_max = cfg_getfloat(sec, "retry-max");
 	c->client_timeout = cfg_getfloat(sec, "client-timeout");
+	c->stall_timeout = cfg_getfloat(sec, "stall-timeout");
 	if (!(c->open_timeout > 0 && c->open_timeout <= 600) ||
 	    !(c->idle_timeout >= 0) || !(c->client_timeout >= 0) ||
 	    !(c->retry_min > 0) || !(c->retry_max >= c->retry_min) ||
@@ -469,8 +473,14 @@ client_write_cb(evutil_socket_t fd, short what, void *arg)
 			return;
 		}
 	}
-	if (evbuffer_get_length(cl->out) <= p->c.client_buffer / 2)
+	if (evbuffer_get_length(cl->out) <= p->c.client_buffer / 2) {
+		if (cl->lagging)
+			keel_module_log(p->m, KEEL_LOG_INFO,
+					"%s: client %s caught up", p->c.name,
+					cl->peer);
+		cl->lagging = 0;
 		port_resume_device(p);
+	}
 }
 
 /* client-timeout: no traffic either way for that long. */
@@ -653,10 +663,12 @@ port_listen(struct port *p, int fd)
 /* ---- the device side ---- */
 
 /*
- * Device data: to every client, bounded per client. When every client is
- * full, the device is not read until one has room (back-pressure: nothing
- * is lost). A client lagging behind the others gets the slow-client policy
- * (its data dropped and counted, or a disconnect) so it cannot stall them.
+ * Device data: to every client, bounded per client. When no client that
+ * keeps up has room, the device is not read until one has (back-pressure:
+ * nothing is lost), for at most stall-timeout. A client lagging behind the
+ * others, or still full when stall-timeout expires, gets the slow-client
+ * policy (its data dropped and counted, or a disconnect) so that it cannot
+ * hold the device or the other clients.
  */
 static void
 dev_data_cb(struct keel_serial *s, struct evbuffer *in, void *arg)
@@ -670,21 +682,28 @@ dev_data_cb(struct keel_serial *s, struct evbuffer *in, void *arg)
 	for (cl = p->clients; cl != NULL; cl = cl->next) {
 		size_t out = evbuffer_get_length(cl->out);
 
-		if (out < least)
+		if (!cl->lagging && out < least)
 			least = out;
 	}
-	if (p->clients != NULL && least + len > p->c.client_buffer) {
-		/* Nobody has room: deliver this chunk, read no more for now. */
+	if (least != (size_t)-1 && least + len > p->c.client_buffer) {
+		/* Nobody keeping up has room: deliver this, then wait. */
 		keel_serial_set_reading(s, 0);
 		p->dev_paused = 1;
+		if (p->c.stall_timeout > 0 &&
+		    !evtimer_pending(p->stall_timer, NULL)) {
+			struct timeval tv = keel_timeval(p->c.stall_timeout);
+
+			evtimer_add(p->stall_timer, &tv);
+		}
 	}
 	for (cl = p->clients; cl != NULL; cl = next) {
 		struct evbuffer *out = cl->out;
 
 		next = cl->next;
 		left--;
-		if (!p->dev_paused &&
-		    evbuffer_get_length(out) + len > p->c.client_buffer) {
+		if (cl->lagging ||
+		    (!p->dev_paused &&
+		     evbuffer_get_length(out) + len > p->c.client_buffer)) {
 			if (p->c.slow == SLOW_DISCONNECT) {
 				p->slow_disconnects++;
 				client_free(
@@ -692,6 +711,12 @@ dev_data_cb(struct keel_serial *s, struct evbuffer *in, void *arg)
 					"disconnected (too slow: client-buffer full)");
 				continue;
 			}
+			if (!cl->lagging)
+				keel_module_log(
+					p->m, KEEL_LOG_INFO,
+					"%s: client %s too slow: dropping its data until it catches up",
+					p->c.name, cl->peer);
+			cl->lagging = 1;
 			cl->dropped += len;
 			p->client_drops += len;
 			continue;
@@ -708,6 +733,40 @@ dev_data_cb(struct keel_serial *s, struct evbuffer *in, void *arg)
 	}
 }
 
+/*
+ * Back-pressure lasted stall-timeout: the clients still over half their
+ * buffer are stuck (alive but not reading); stop waiting for them.
+ */
+static void
+port_stall_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct port *p = arg;
+	struct client *cl, *next;
+
+	(void)fd;
+	(void)what;
+	if (!p->dev_paused)
+		return;
+	for (cl = p->clients; cl != NULL; cl = next) {
+		next = cl->next;
+		if (cl->lagging ||
+		    evbuffer_get_length(cl->out) <= p->c.client_buffer / 2)
+			continue;
+		if (p->c.slow == SLOW_DISCONNECT) {
+			p->slow_disconnects++;
+			client_free(cl,
+				    "disconnected (stalled for stall-timeout)");
+			continue;
+		}
+		keel_module_log(
+			p->m, KEEL_LOG_INFO,
+			"%s: client %s stalled for %gs: dropping its data until it catches up",
+			p->c.name, cl->peer, p->c.stall_timeout);
+		cl->lagging = 1;
+	}
+	port_resume_device(p);
+}
+
 /* A client drained below half its buffer: the device may be read again. */
 static void
 port_resume_device(struct port *p)
@@ -715,6 +774,7 @@ port_resume_device(struct port *p)
 	if (!p->dev_paused)
 		return;
 	p->dev_paused = 0;
+	evtimer_del(p->stall_timer);
 	keel_serial_set_reading(p->dev, 1);
 }
 
@@ -776,6 +836,8 @@ port_free(struct port *p)
 		event_free(p->lev_pause);
 	if (p->drain_timer != NULL)
 		event_free(p->drain_timer);
+	if (p->stall_timer != NULL)
+		event_free(p->stall_timer);
 	keel_serial_free(p->dev);
 	conf_free(&p->c);
 	free(p);
@@ -866,9 +928,10 @@ port_new(struct keel_module *m, struct plan *pl)
 	memset(&pl->c, 0, sizeof(pl->c));
 	p->lev_pause = evtimer_new(keel_module_base(m), listen_resume_cb, p);
 	p->drain_timer = evtimer_new(keel_module_base(m), port_drain_cb, p);
+	p->stall_timer = evtimer_new(keel_module_base(m), port_stall_cb, p);
 	sp = conf_params(&p->c);
 	if (p->lev_pause == NULL || p->drain_timer == NULL ||
-	    port_listen(p, pl->listen_fd) == -1) {
+	    p->stall_timer == NULL || port_listen(p, pl->listen_fd) == -1) {
 		pl->listen_fd = -1;
 		port_free(p);
 		return NULL;
@@ -1346,6 +1409,7 @@ static const struct keel_validator serial_validators[] = {
 	{ "max-clients", check_max_clients },
 	{ "when-full", check_when_full },
 	{ "client-timeout", check_seconds },
+	{ "stall-timeout", check_seconds },
 	{ "client-buffer", check_client_buffer },
 	{ "slow-client", check_slow },
 	{ "device-buffer", check_buffer },
@@ -1369,6 +1433,7 @@ static cfg_opt_t serial_opts[] = {
 	CFG_INT("max-clients", 4, CFGF_NONE),
 	CFG_STR("when-full", "refuse", CFGF_NONE),
 	CFG_FLOAT("client-timeout", 0, CFGF_NONE),
+	CFG_FLOAT("stall-timeout", 10, CFGF_NONE),
 	CFG_INT("client-buffer", 262144, CFGF_NONE),
 	CFG_STR("slow-client", "drop", CFGF_NONE),
 	CFG_INT("device-buffer", 65536, CFGF_NONE),

@@ -67,6 +67,24 @@ class DataIntegrity(SerialBase):
         t.join(30)
         self.assertEqual(port_status(self.k, "a")["client-drops"], "0")
 
+    def test_a_stuck_client_holds_the_device_only_for_stall_timeout(self):
+        # Alive but never reading: back-pressure waits stall-timeout, then
+        # the slow-client policy (drop) lets the device be read again.
+        self.k.write(self.body.replace("  lock-dir", "  stall-timeout = 1\n  lock-dir"))
+        self.start()
+        c = connect(self.port)
+        self.addCleanup(c.close)
+        time.sleep(0.1)
+        n = 48 << 20
+        t = in_thread(write_all_fd, self.pty.master, pattern(n))
+        self.k.wait_log(r"serial: a: client .* stalled for 1s: dropping its data", timeout=15)
+        t.join(30)
+        self.assertFalse(t.is_alive(), "the device stayed held by a stuck client")
+        st = port_status(self.k, "a")
+        self.assertGreater(int(st["client-drops"]), 0)
+        self.assertEqual(int(st["in"]), n)
+        self.assertEqual(st["clients"], "1/4")
+
     def test_two_clients_get_the_same_stream(self):
         self.start()
         c1, c2 = connect(self.port), connect(self.port)
