@@ -929,6 +929,47 @@ config_peek_paths(const char *path, char **pidfile, char **statefile)
 	return 0;
 }
 
+/* A string option or NULL when unset, duplicated; -1 when out of memory. */
+static int
+config_dup(cfg_t *cfg, const char *name, char **out)
+{
+	*out = NULL;
+	if (cfg_size(cfg, name) == 0 || cfg_getstr(cfg, name) == NULL)
+		return 0;
+	*out = strdup(cfg_getstr(cfg, name));
+	return *out != NULL ? 0 : -1;
+}
+
+/* Copy the core values out of a parsed configuration. */
+int
+config_core(cfg_t *cfg, struct keel_core *core)
+{
+	memset(core, 0, sizeof(*core));
+	core->level = log_level_parse(cfg_getstr(cfg, "log-level"));
+	core->shutdown_timeout = cfg_getfloat(cfg, "shutdown-timeout");
+	if (config_dup(cfg, "pidfile", &core->pidfile) == -1 ||
+	    config_dup(cfg, "state-file", &core->statefile) == -1 ||
+	    config_dup(cfg, "log", &core->log) == -1 ||
+	    config_dup(cfg, "user", &core->user) == -1 ||
+	    config_dup(cfg, "group", &core->group) == -1) {
+		config_core_free(core);
+		return -1;
+	}
+	return 0;
+}
+
+/* Free core values. */
+void
+config_core_free(struct keel_core *core)
+{
+	free(core->pidfile);
+	free(core->statefile);
+	free(core->log);
+	free(core->user);
+	free(core->group);
+	memset(core, 0, sizeof(*core));
+}
+
 /* A float option of the root section. */
 double
 config_float(cfg_t *cfg, const char *name)

@@ -75,6 +75,23 @@ const char *config_display_name(const char *filename);
 int config_peek_paths(const char *path, char **pidfile, char **statefile);
 double config_float(cfg_t *cfg, const char *name);
 
+/*
+ * The core's own values of a configuration. keeld keeps these, not the
+ * parsed tree (libconfuse keeps some 6 KB per section: 6 MB for a
+ * thousand serial ports).
+ */
+struct keel_core {
+	char *pidfile;
+	char *statefile;
+	char *log;   /* NULL: not set */
+	char *user;  /* NULL: not set */
+	char *group; /* NULL: not set */
+	int level;
+	double shutdown_timeout;
+};
+int config_core(cfg_t *cfg, struct keel_core *core);
+void config_core_free(struct keel_core *core);
+
 /* ---- modules (module.c) ---- */
 enum module_state { MODULE_IDLE, MODULE_RUNNING, MODULE_STOPPING };
 struct keel_module {
@@ -163,7 +180,7 @@ struct keel {
 	struct keel_options opt;
 	char *config_path; /* absolute */
 	struct event_base *base;
-	cfg_t *cfg; /* running configuration */
+	struct keel_core core; /* the running configuration's core values */
 	struct keel_module *modules;
 	struct module_refused *refused;
 	unsigned long generation;
@@ -189,7 +206,7 @@ struct keel {
 
 int reload_transaction(struct keel *k, cfg_t *parsed, unsigned int flags,
 		       struct errbuf *eb);
-void keel_apply_core(struct keel *k, cfg_t *old);
+void keel_apply_core(struct keel *k, const struct keel_core *old);
 void keel_reload_request(struct keel *k);
 void keel_stop_request(struct keel *k, int signo);
 void keel_status_dump(struct keel *k, int to_log);

@@ -207,22 +207,27 @@ keel_reload_request(struct keel *k)
 	event_active(k->reload_ev, EV_TIMEOUT, 0);
 }
 
-/* After a reload: apply the core options that may change at run time. */
-void
-keel_apply_core(struct keel *k, cfg_t *old)
+/* Non-zero when two optional strings differ. */
+static int
+keel_differ(const char *a, const char *b)
 {
-	cfg_t *cfg = k->cfg;
+	return (a == NULL) != (b == NULL) || (a != NULL && strcmp(a, b) != 0);
+}
+
+/*
+ * After a transaction (k->core is new, @old the previous values or NULL at
+ * start-up): apply the core options that may change at run time.
+ */
+void
+keel_apply_core(struct keel *k, const struct keel_core *old)
+{
+	const struct keel_core *c = &k->core;
 	struct errbuf eb = { 0 };
 	const char *target;
-	int level = log_level_parse(cfg_getstr(cfg, "log-level"));
-	static const char *const restart_only[] = { "pidfile", "user",
-						    "group" };
-	size_t i;
+	int level = k->opt.debug ? KEEL_LOG_DEBUG : c->level;
 
-	if (k->opt.debug)
-		level = KEEL_LOG_DEBUG;
-	if (cfg_size(cfg, "log") > 0)
-		target = cfg_getstr(cfg, "log");
+	if (c->log != NULL)
+		target = c->log;
 	else
 		target = k->opt.foreground ? "stderr" : "syslog";
 	if (log_configure(target, level, &eb) == -1) {
@@ -234,9 +239,8 @@ keel_apply_core(struct keel *k, cfg_t *old)
 		return;
 	/* The state file moves with the configuration: keeld -s reads it there.
 	 */
-	if (k->statefile != NULL &&
-	    strcmp(k->statefile, cfg_getstr(cfg, "state-file")) != 0) {
-		char *moved = strdup(cfg_getstr(cfg, "state-file"));
+	if (k->statefile != NULL && strcmp(k->statefile, c->statefile) != 0) {
+		char *moved = strdup(c->statefile);
 
 		if (moved != NULL) {
 			unlink(k->statefile);
@@ -245,20 +249,15 @@ keel_apply_core(struct keel *k, cfg_t *old)
 			log_info("state file now %s", moved);
 		}
 	}
-	for (i = 0; i < sizeof(restart_only) / sizeof(restart_only[0]); i++) {
-		const char *a = cfg_size(old, restart_only[i])
-					? cfg_getstr(old, restart_only[i])
-					: NULL;
-		const char *b = cfg_size(cfg, restart_only[i])
-					? cfg_getstr(cfg, restart_only[i])
-					: NULL;
-
-		if ((a == NULL) != (b == NULL) ||
-		    (a != NULL && strcmp(a, b) != 0))
-			log_warnx(
-				"%s changed: it takes effect only when keeld restarts",
-				restart_only[i]);
-	}
+	if (keel_differ(old->pidfile, c->pidfile))
+		log_warnx(
+			"pidfile changed: it takes effect only when keeld restarts");
+	if (keel_differ(old->user, c->user))
+		log_warnx(
+			"user changed: it takes effect only when keeld restarts");
+	if (keel_differ(old->group, c->group))
+		log_warnx(
+			"group changed: it takes effect only when keeld restarts");
 }
 
 /* Every module has drained (or the second signal came): leave the loop. */
@@ -320,7 +319,7 @@ keel_stop_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	log_warnx(
 		"shutdown-timeout (%gs) expired: stopping without waiting for the rest",
-		cfg_getfloat(k->cfg, "shutdown-timeout"));
+		k->core.shutdown_timeout);
 	keel_stop_now(k);
 }
 
@@ -340,7 +339,7 @@ keel_stop_request(struct keel *k, int signo)
 	notify_send("STOPPING=1\nSTATUS=stopping");
 	module_notify(k, KEEL_EVENT_SHUTDOWN);
 	keel_write_state(k);
-	tv = keel_timeval(cfg_getfloat(k->cfg, "shutdown-timeout"));
+	tv = keel_timeval(k->core.shutdown_timeout);
 	evtimer_add(k->stop_timer, &tv);
 	k->stopping = 2;
 	keel_stop_next(k);
@@ -378,8 +377,7 @@ keel_free(struct keel *k)
 		event_free(k->stop_timer);
 	if (k->watchdog_ev != NULL)
 		event_free(k->watchdog_ev);
-	if (k->cfg != NULL)
-		cfg_free(k->cfg);
+	config_core_free(&k->core);
 	module_unload_all(k);
 	if (k->base != NULL)
 		event_base_free(k->base);
@@ -497,7 +495,7 @@ keel_absolute(const char *path)
  * fresh boot without systemd's RuntimeDirectory), owned by `user`.
  */
 static void
-keel_make_state_dir(struct keel *k, cfg_t *cfg)
+keel_make_state_dir(struct keel *k)
 {
 	char *dir = strdup(k->statefile), *slash;
 	struct passwd *pw;
@@ -509,8 +507,8 @@ keel_make_state_dir(struct keel *k, cfg_t *cfg)
 		*slash = '\0';
 		if (mkdir(dir, 0755) == 0) {
 			log_info("created %s", dir);
-			if (geteuid() == 0 && cfg_size(cfg, "user") > 0 &&
-			    (pw = getpwnam(cfg_getstr(cfg, "user"))) != NULL &&
+			if (geteuid() == 0 && k->core.user != NULL &&
+			    (pw = getpwnam(k->core.user)) != NULL &&
 			    chown(dir, pw->pw_uid, pw->pw_gid) == -1)
 				log_warn("chown %s", dir);
 		}
@@ -564,9 +562,9 @@ keel_main_run(const struct keel_options *opt)
 		return keel_start_failed(k, &eb);
 	k->generation = 1;
 	keel_set_last_reload(k, "ok%s", "");
-	user = cfg_size(k->cfg, "user") ? cfg_getstr(k->cfg, "user") : NULL;
-	group = cfg_size(k->cfg, "group") ? cfg_getstr(k->cfg, "group") : NULL;
-	keel_make_state_dir(k, k->cfg);
+	user = k->core.user;
+	group = k->core.group;
+	keel_make_state_dir(k);
 	if (privs_drop(user, group, &eb) == -1)
 		return keel_start_failed(k, &eb);
 	if (state_write(k->statefile, "", 0) == -1) {

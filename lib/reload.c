@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -149,20 +150,26 @@ reload_prepare_module(struct keel_module *m, cfg_t *cfg, unsigned int flags,
  * Run one transaction for the configuration file. @parsed, when given, is a
  * configuration already parsed from it (start-up) and is consumed. With
  * KEEL_PREPARE_CHECK everything is validated and prepared, then aborted.
- * On success the new configuration is k->cfg and the old one is freed.
+ * On success the new core values are in k->core; the parsed tree is freed.
  */
 int
 reload_transaction(struct keel *k, cfg_t *parsed, unsigned int flags,
 		   struct errbuf *eb)
 {
 	struct keel_module *m;
-	cfg_t *cfg = parsed, *old;
+	cfg_t *cfg = parsed;
+	struct keel_core core, old;
 
 	if (cfg == NULL)
 		cfg = config_load(k, k->config_path, eb);
 	if (cfg == NULL)
 		return -1;
 	if (reload_prepare_core(k, cfg, eb) == -1) {
+		cfg_free(cfg);
+		return -1;
+	}
+	if (config_core(cfg, &core) == -1) {
+		errbuf_add(eb, "%s: out of memory", cfg->filename);
 		cfg_free(cfg);
 		return -1;
 	}
@@ -174,19 +181,22 @@ reload_transaction(struct keel *k, cfg_t *parsed, unsigned int flags,
 		}
 		if (reload_prepare_module(m, cfg, flags, eb) == -1) {
 			reload_abort(k);
+			config_core_free(&core);
 			cfg_free(cfg);
 			return -1;
 		}
 	}
 	if (flags & KEEL_PREPARE_CHECK) {
 		reload_abort(k);
+		config_core_free(&core);
 		cfg_free(cfg);
 		return 0;
 	}
 	/* Core first: what modules log while committing goes to the new log. */
-	old = k->cfg;
-	k->cfg = cfg;
-	keel_apply_core(k, old);
+	old = k->core;
+	k->core = core;
+	keel_apply_core(k, k->generation > 0 ? &old : NULL);
+	config_core_free(&old);
 	for (m = k->modules; m != NULL; m = m->next) {
 		if (reload_loads(cfg, m->name)) {
 			m->desc->commit(m, m->txn);
@@ -195,7 +205,9 @@ reload_transaction(struct keel *k, cfg_t *parsed, unsigned int flags,
 		}
 	}
 	reload_remove(k->modules);
-	if (old != NULL)
-		cfg_free(old);
+	/* Modules copied what they keep: the tree is not needed any more. */
+	cfg_free(cfg);
+	/* Hand the parse's pages back (glibc keeps freed heap otherwise). */
+	malloc_trim(0);
 	return 0;
 }
