@@ -1075,14 +1075,27 @@ keel_serial_free(struct keel_serial *s)
 int
 keel_serial_set_line(struct keel_serial *s, const struct keel_serial_line *line)
 {
-	s->p.line = *line;
-	if (s->state != S_OPEN)
+	char fmt[8];
+
+	if (s->state != S_OPEN) {
+		s->p.line = *line;
 		return 0;
+	}
 	if (serial_apply_line(s->fd, line) == -1) {
-		log_warn("serial %s: %s: cannot apply the new line settings",
-			 s->name, s->device);
+		int e = errno;
+
+		/* Keep what the device accepted; reopens would fail too. */
+		serial_apply_line(s->fd, &s->p.line);
+		log_warnx(
+			"serial %s: %s refused %u %s (%s): keeping %u %s",
+			s->name, s->device, line->speed,
+			keel_serial_format_name(line, fmt, sizeof(fmt)),
+			strerror(e), s->p.line.speed,
+			keel_serial_format_name(&s->p.line, (char[8]){ 0 }, 8));
+		errno = e;
 		return -1;
 	}
+	s->p.line = *line;
 	log_info("serial %s: %s now %u %s (applied in place)", s->name,
 		 s->device, line->speed,
 		 keel_serial_format_name(line, (char[8]){ 0 }, 8));

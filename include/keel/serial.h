@@ -99,7 +99,8 @@ KEEL_EXPORT void keel_serial_free(struct keel_serial *s);
 
 /**
  * Change the line settings; applied at once to an open device, without
- * closing it. @return 0, or -1 when the device refused them (errno set).
+ * closing it. @return 0, or -1 when the device refused them (errno set):
+ * then the port keeps, and goes on reopening with, the previous ones.
  */
 KEEL_EXPORT int keel_serial_set_line(struct keel_serial *s,
 				     const struct keel_serial_line *line);

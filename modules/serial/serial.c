@@ -985,8 +985,10 @@ port_update(struct port *p, struct plan *pl)
 			port_pause_clients(p, 0);
 		}
 	} else {
-		if (!line_equal(&p->c.line, &pl->c.line))
-			keel_serial_set_line(p->dev, &pl->c.line);
+		/* Refused by the device: the port keeps (and shows) the old. */
+		if (!line_equal(&p->c.line, &pl->c.line) &&
+		    keel_serial_set_line(p->dev, &pl->c.line) == -1)
+			pl->c.line = p->c.line;
 		/* Unchanged values must not restart the countdowns. */
 		if (p->c.open_timeout != pl->c.open_timeout ||
 		    p->c.idle_timeout != pl->c.idle_timeout ||
