@@ -41,16 +41,29 @@ class Pty:
         os.symlink(self.slave_path, tmp)
         os.rename(tmp, self.link)
 
+    # The names test_serial_faults uses.
+    renew = plug
+
+    @property
+    def path(self):
+        return self.slave_path
+
     def hangup(self):
-        """Close the master: the reader on the slave sees a hang-up."""
+        """The device goes away: its link first (as udev removes
+        /dev/serial/by-id links), then the master, so the slave side gets
+        EIO. No dangling link is left: another pty on the machine could get
+        the same /dev/pts number and be opened through it."""
+        if os.path.lexists(self.link):
+            os.unlink(self.link)
         if self.master is not None:
             os.close(self.master)
         self.master = None
 
-    def unplug(self):
-        self.hangup()
-        if os.path.lexists(self.link):
-            os.unlink(self.link)
+    unplug = hangup
+
+    def lock_name(self):
+        """The UUCP lock name keel uses for this device: LCK..pts_N."""
+        return "LCK.." + self.slave_path[len("/dev/"):].replace("/", "_")
 
     def close(self):
         self.hangup()

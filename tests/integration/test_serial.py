@@ -147,7 +147,7 @@ class Reappear(SerialBase):
 
     def test_keeld_s_wake_does_the_same(self):
         self.k.write(self.body.replace("  retry-min = 0.05\n  retry-max = 0.5\n", ""))
-        lock = os.path.join(self.k.dir, "LCK.." + self.pty.slave_path[5:].replace("/", "_"))
+        lock = os.path.join(self.k.dir, self.pty.lock_name())
         with open(lock, "w") as f:
             f.write("%10d\n" % os.getpid())
         self.k.start()

@@ -20,6 +20,7 @@ import time
 import tty
 import unittest
 
+from serialtest import Pty, free_port
 from keeltest import Keeld, main, wait_for
 
 SLOWOPEN = os.environ.get("KEEL_SLOWOPEN", "build/tests/slowopen.so")
@@ -35,15 +36,6 @@ STATUS = re.compile(
     r"drops (?P<drops>\d+), client-drops (?P<client_drops>\d+), "
     r"accepted (?P<accepted>\d+), refused (?P<refused>\d+), kicked (?P<kicked>\d+), "
     r"slow-disconnects (?P<slow_disconnects>\d+)", re.M)
-
-
-def free_port():
-    """A TCP port on loopback that was free a moment ago."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def pattern(n, start=0):
@@ -160,48 +152,6 @@ def pump(master, data, readers, timeout=30.0, at=None, rate=None):
     os.set_blocking(master, True)
     for s in readers:
         s.setblocking(True)
-
-
-class Pty:
-    """A pseudo-terminal whose slave is published at a symbolic link."""
-
-    def __init__(self, link):
-        self.link = link
-        self.master = None
-        self.path = None
-        self.renew()
-
-    def renew(self):
-        """A fresh pty, published by replacing the link atomically."""
-        m, s = os.openpty()
-        tty.setraw(s)
-        self.path = os.ttyname(s)
-        os.close(s)
-        self.master = m
-        tmp = self.link + ".tmp"
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        os.symlink(self.path, tmp)
-        os.rename(tmp, self.link)
-
-    def hangup(self):
-        """The device goes away: its link first (as udev removes
-        /dev/serial/by-id links), then the master, so the slave side gets
-        EIO. No dangling link is left: another pty on the machine could get
-        the same /dev/pts number."""
-        try:
-            os.unlink(self.link)
-        except FileNotFoundError:
-            pass
-        if self.master is not None:
-            os.close(self.master)
-            self.master = None
-
-    def lock_name(self):
-        """The UUCP lock name keel uses for this device: LCK..pts_N."""
-        return "LCK.." + os.path.realpath(self.link)[len("/dev/"):].replace("/", "_")
 
 
 class LogTail:
