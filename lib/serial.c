@@ -166,10 +166,10 @@ serial_watch_cb(evutil_socket_t fd, short what, void *arg)
 /*
  * Watch the deepest existing ancestor of the device path for the next
  * component, so the device is opened as soon as it (or a directory on its
- * way, such as /dev/serial/by-id) appears. Failure only costs latency: the
- * back-off timer remains.
+ * way, such as /dev/serial/by-id) appears. 0 when watching, -1 when not
+ * (the back-off timer then does the waiting).
  */
-static void
+static int
 serial_watch_path(struct keel_serial *s)
 {
 	char dir[PATH_MAX], *slash;
@@ -177,11 +177,11 @@ serial_watch_path(struct keel_serial *s)
 
 	serial_unwatch(s);
 	if (snprintf(dir, sizeof(dir), "%s", s->device) >= (int)sizeof(dir))
-		return;
+		return -1;
 	for (;;) {
 		slash = strrchr(dir, '/');
 		if (slash == NULL)
-			return;
+			return -1;
 		snprintf(s->watch_name, sizeof(s->watch_name), "%s", slash + 1);
 		if (slash == dir)
 			slash[1] = '\0';
@@ -190,13 +190,13 @@ serial_watch_path(struct keel_serial *s)
 		if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode))
 			break;
 		if (slash == dir)
-			return;
+			return -1;
 	}
 	if (serial_watch.fd == -1) {
 		serial_watch.fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 		if (serial_watch.fd == -1) {
 			log_warn("serial %s: inotify", s->name);
-			return;
+			return -1;
 		}
 		serial_watch.ev =
 			event_new(s->base, serial_watch.fd,
@@ -208,7 +208,7 @@ serial_watch_path(struct keel_serial *s)
 			close(serial_watch.fd);
 			serial_watch.fd = -1;
 			serial_watch.ev = NULL;
-			return;
+			return -1;
 		}
 	}
 	s->watch_wd = inotify_add_watch(serial_watch.fd, dir,
@@ -222,11 +222,12 @@ serial_watch_path(struct keel_serial *s)
 			serial_watch.fd = -1;
 			serial_watch.ev = NULL;
 		}
-		return;
+		return -1;
 	}
 	s->watch_next = serial_watch.ports;
 	serial_watch.ports = s;
 	log_debug("serial %s: watching %s for %s", s->name, dir, s->watch_name);
+	return 0;
 }
 
 /* ---- line settings ---- */
@@ -979,11 +980,27 @@ serial_schedule_retry(struct keel_serial *s, int err)
 			 (2.0 * ((double)random() / (double)RAND_MAX) - 1.0);
 	if (s->attempt < 64)
 		s->attempt++;
+	/*
+	 * A path that does not exist is waited for by inotify alone: no
+	 * periodic wake-up while a USB adapter is unplugged. A node that
+	 * exists but failed (hang-up, no device behind it) is watched too, in
+	 * case it is replaced, and retried with the back-off.
+	 */
+	if (err == ENOENT && serial_watch_path(s) == 0) {
+		/* It may have appeared between open() and the watch. */
+		if (access(s->device, F_OK) == 0) {
+			tv = keel_timeval(0);
+			evtimer_add(s->retry_timer, &tv);
+			return;
+		}
+		log_debug("serial %s: waiting for %s to appear", s->name,
+			  s->device);
+		return;
+	}
+	if (err == ENODEV || err == ENXIO || err == 0)
+		serial_watch_path(s);
 	tv = keel_timeval(delay);
 	evtimer_add(s->retry_timer, &tv);
-	/* A missing device is opened as soon as it appears. */
-	if (err == ENOENT || err == ENODEV || err == ENXIO || err == 0)
-		serial_watch_path(s);
 }
 
 /* ---- the public API ---- */

@@ -184,6 +184,27 @@ class MissingAtStart(unittest.TestCase):
             self.assertEqual(c.recv(100), b"$GPGGA,hello\r\n")
 
 
+    def test_a_missing_device_costs_no_periodic_wake_up(self):
+        # Back-off 0.05-0.5 s: a timer would wake keeld several times in 2 s.
+        with Keeld("", modules=("serial",)) as k:
+            link = os.path.join(k.dir, "ttyUSB-unplugged")
+            port = free_port()
+            k.write(serial_section("a", link, port, k.dir))
+            k.start()
+            k.wait_log("serial a: .*No such file or directory")
+            time.sleep(0.5)
+
+            def switches():
+                with open("/proc/%d/status" % k.pid) as f:
+                    return sum(int(l.split()[1]) for l in f if "ctxt_switches" in l)
+            before = switches()
+            time.sleep(2.0)
+            self.assertLessEqual(switches() - before, 1, "keeld woke up while waiting for the device")
+            pty = Pty(link)
+            self.addCleanup(pty.close)
+            wait_open(k, "a", timeout=2)
+
+
 class ReloadSerial(SerialBase):
     def slave_speed(self):
         fd = os.open(self.pty.slave_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
