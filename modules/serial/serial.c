@@ -135,8 +135,12 @@ conf_read(struct keel_module *m, cfg_t *sec, struct port_conf *c)
 {
 	char err[256];
 	const char *s;
-	long n;
 
+	/*
+	 * Values were range-checked by the parse-time validators (with the
+	 * option's own line) and defaults are valid: what is left here is what
+	 * needs the whole section.
+	 */
 	memset(c, 0, sizeof(*c));
 	c->name = strdup(keel_section_title(sec));
 	s = cfg_getstr(sec, "device");
@@ -156,42 +160,17 @@ conf_read(struct keel_module *m, cfg_t *sec, struct port_conf *c)
 	}
 	c->listen = strdup(s);
 	c->addrlen = (int)sizeof(c->addr);
-	/* Numeric only: no DNS, ever, on the loop. */
-	if (evutil_parse_sockaddr_port(s, (struct sockaddr *)&c->addr,
-				       &c->addrlen) == -1 ||
-	    strchr(s, ':') == NULL) {
-		keel_module_error(
-			m, sec,
-			"serial '%s': listen '%s' is not a numeric HOST:PORT (IPv6 as [ADDR]:PORT)",
-			c->name, s);
-		return -1;
-	}
 	c->lock_dir = strdup(cfg_getstr(sec, "lock-dir"));
 	if (c->name == NULL || c->device == NULL || c->listen == NULL ||
-	    c->lock_dir == NULL)
+	    c->lock_dir == NULL ||
+	    evutil_parse_sockaddr_port(s, (struct sockaddr *)&c->addr,
+				       &c->addrlen) == -1 ||
+	    keel_serial_parse_format(cfg_getstr(sec, "format"), &c->line, err,
+				     sizeof(err)) == -1 ||
+	    keel_serial_parse_flow(cfg_getstr(sec, "flow"), &c->line.flow) ==
+		    -1)
 		return -1;
-	n = cfg_getint(sec, "speed");
-	if (n < 50 || n > 4000000) {
-		keel_module_error(
-			m, sec,
-			"serial '%s': speed %ld is out of range (50 to 4000000)",
-			c->name, n);
-		return -1;
-	}
-	c->line.speed = (unsigned int)n;
-	if (keel_serial_parse_format(cfg_getstr(sec, "format"), &c->line, err,
-				     sizeof(err)) == -1) {
-		keel_module_error(m, sec, "serial '%s': %s", c->name, err);
-		return -1;
-	}
-	if (keel_serial_parse_flow(cfg_getstr(sec, "flow"), &c->line.flow) ==
-	    -1) {
-		keel_module_error(
-			m, sec,
-			"serial '%s': flow '%s' is not none, rtscts or xonxoff",
-			c->name, cfg_getstr(sec, "flow"));
-		return -1;
-	}
+	c->line.speed = (unsigned int)cfg_getint(sec, "speed");
 	c->line.local = cfg_getbool(sec, "local");
 	c->line.hangup_on_close = cfg_getbool(sec, "hangup-on-close");
 	c->open_timeout = cfg_getfloat(sec, "open-timeout");
@@ -200,68 +179,23 @@ conf_read(struct keel_module *m, cfg_t *sec, struct port_conf *c)
 	c->retry_max = cfg_getfloat(sec, "retry-max");
 	c->client_timeout = cfg_getfloat(sec, "client-timeout");
 	c->stall_timeout = cfg_getfloat(sec, "stall-timeout");
-	if (!(c->open_timeout > 0 && c->open_timeout <= 600) ||
-	    !(c->idle_timeout >= 0) || !(c->client_timeout >= 0) ||
-	    !(c->retry_min > 0) || !(c->retry_max >= c->retry_min) ||
-	    c->retry_max > 86400) {
+	if (c->retry_max < c->retry_min) {
 		keel_module_error(
 			m, sec,
-			"serial '%s': timeouts out of range (0 < open-timeout <= 600, idle-timeout >= 0, client-timeout >= 0, 0 < retry-min <= retry-max <= 86400)",
-			c->name);
+			"serial '%s': retry-max %g is less than retry-min %g",
+			c->name, c->retry_max, c->retry_min);
 		return -1;
 	}
 	c->lock = cfg_getbool(sec, "lock");
-	n = cfg_getint(sec, "max-clients");
-	if (n < 1 || n > 65536) {
-		keel_module_error(
-			m, sec,
-			"serial '%s': max-clients %ld is out of range (1 to 65536)",
-			c->name, n);
-		return -1;
-	}
-	c->max_clients = (int)n;
-	s = cfg_getstr(sec, "when-full");
-	if (strcmp(s, "refuse") == 0)
-		c->when_full = FULL_REFUSE;
-	else if (strcmp(s, "kick-oldest") == 0)
-		c->when_full = FULL_KICK_OLDEST;
-	else {
-		keel_module_error(
-			m, sec,
-			"serial '%s': when-full '%s' is not refuse or kick-oldest",
-			c->name, s);
-		return -1;
-	}
-	s = cfg_getstr(sec, "slow-client");
-	if (strcmp(s, "drop") == 0)
-		c->slow = SLOW_DROP;
-	else if (strcmp(s, "disconnect") == 0)
-		c->slow = SLOW_DISCONNECT;
-	else {
-		keel_module_error(
-			m, sec,
-			"serial '%s': slow-client '%s' is not drop or disconnect",
-			c->name, s);
-		return -1;
-	}
-	n = cfg_getint(sec, "client-buffer");
-	if (n < 4096 || n > 64L * 1024 * 1024) {
-		keel_module_error(
-			m, sec,
-			"serial '%s': client-buffer %ld is out of range (4096 to 67108864)",
-			c->name, n);
-		return -1;
-	}
-	c->client_buffer = (size_t)n;
-	n = cfg_getint(sec, "device-buffer");
-	if (n < 1024 || n > 64L * 1024 * 1024) {
-		keel_module_error(
-			m, sec,
-			"serial '%s': device-buffer %ld is out of range (1024 to 67108864)",
-			c->name, n);
-		return -1;
-	}
-	c->device_buffer = (size_t)n;
+	c->max_clients = (int)cfg_getint(sec, "max-clients");
+	c->when_full = strcmp(cfg_getstr(sec, "when-full"), "kick-oldest") == 0
+			       ? FULL_KICK_OLDEST
+			       : FULL_REFUSE;
+	c->slow = strcmp(cfg_getstr(sec, "slow-client"), "disconnect") == 0
+			  ? SLOW_DISCONNECT
+			  : SLOW_DROP;
+	c->client_buffer = (size_t)cfg_getint(sec, "client-buffer");
+	c->device_buffer = (size_t)cfg_getint(sec, "device-buffer");
 	c->trace = cfg_getbool(sec, "trace");
 	return 0;
 }
