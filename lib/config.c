@@ -1,5 +1,8 @@
+/* SPDX-License-Identifier: ISC */
 /* Configuration: schema from the core and the modules, strict parsing. */
 #include "keel-internal.h"
+
+#include <confuse.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,7 +21,7 @@
 
 static struct {
 	struct errbuf *eb;
-	struct config_scan scan;
+	struct config_scan *scan; /* the configuration being parsed */
 	struct keel *k;
 	/* Includes are parsed from memfds holding their cleaned text. */
 	int inc_fd[CONFIG_MAX_INCLUDES];
@@ -28,7 +31,7 @@ static struct {
 } config_ctx;
 
 /* The name to show for a file libconfuse parsed (maps include memfds). */
-const char *
+static const char *
 config_display_name(const char *filename)
 {
 	int i;
@@ -110,6 +113,8 @@ scan_add_section(struct config_scan *sc, const char *file,
 		return -1;
 	sc->secs = grown;
 	p = &sc->secs[sc->nsecs];
+	p->opts = NULL;
+	p->nopts = 0;
 	p->file = strdup(file);
 	p->name = strndup(name->start, name->len);
 	if (title != NULL && title->type == T_STRING)
@@ -126,6 +131,72 @@ scan_add_section(struct config_scan *sc, const char *file,
 		return -1;
 	}
 	sc->nsecs++;
+	return 0;
+}
+
+/* Remember where option @key is written: top level or the open section. */
+static int
+scan_add_option(struct config_scan *sc, const char *file,
+		const struct scan_tok *key, int section)
+{
+	struct config_opt_pos **arr, *grown, *p;
+	size_t *n;
+
+	if (section >= 0) {
+		arr = &sc->secs[section].opts;
+		n = &sc->secs[section].nopts;
+	} else {
+		arr = &sc->root;
+		n = &sc->nroot;
+	}
+	grown = realloc(*arr, (*n + 1) * sizeof(**arr));
+	if (grown == NULL)
+		return -1;
+	*arr = grown;
+	p = &grown[*n];
+	p->key = strndup(key->start, key->len);
+	p->file = section < 0 ? strdup(file) : NULL;
+	p->line = key->line;
+	if (p->key == NULL || (section < 0 && p->file == NULL)) {
+		free(p->key);
+		free(p->file);
+		return -1;
+	}
+	(*n)++;
+	return 0;
+}
+
+/* Forget the modules of an earlier `load` (the last one counts). */
+static void
+scan_clear_load(struct config_scan *sc)
+{
+	size_t i;
+
+	for (i = 0; i < sc->load.n; i++)
+		free(sc->load.v[i]);
+	free(sc->load.v);
+	sc->load.v = NULL;
+	sc->load.n = 0;
+}
+
+/* One module name of `load = { ... }`. */
+static int
+scan_add_load(struct config_scan *sc, const struct scan_tok *t)
+{
+	char **grown = realloc(sc->load.v, (sc->load.n + 1) * sizeof(char *));
+	const char *s = t->start;
+	size_t n = t->len;
+
+	if (grown == NULL)
+		return -1;
+	sc->load.v = grown;
+	if (t->type == T_STRING) {
+		s++;
+		n -= 2;
+	}
+	if ((grown[sc->load.n] = strndup(s, n)) == NULL)
+		return -1;
+	sc->load.n++;
 	return 0;
 }
 
@@ -165,7 +236,7 @@ config_scan_text(const char *file, const char *text, size_t len,
 	char open_name[CONFIG_MAX_DEPTH][64];
 	struct scan_tok t[3] = { { T_NONE, NULL, 0, 0 } };
 	const char *p = text, *end = text + len, *nul;
-	int depth = 0, line = 1;
+	int depth = 0, line = 1, section = -1, in_load = 0;
 
 	nul = memchr(text, '\0', len);
 	if (nul != NULL) {
@@ -251,6 +322,14 @@ config_scan_text(const char *file, const char *text, size_t len,
 			open_line[depth] = line;
 			snprintf(open_name[depth], sizeof(open_name[depth]),
 				 "%s", is_list ? "list" : "section");
+			if (depth == 0)
+				section = -1;
+			/* load = { ... }: kept to check before parsing. */
+			in_load = depth == 0 && is_list &&
+				  t[1].type == T_WORD && t[1].len == 4 &&
+				  strncmp(t[1].start, "load", 4) == 0;
+			if (in_load)
+				scan_clear_load(sc);
 			if (!is_list && depth == 0 && t[2].type != T_NONE) {
 				const struct scan_tok *name = &t[2],
 						      *title = NULL;
@@ -267,6 +346,8 @@ config_scan_text(const char *file, const char *text, size_t len,
 						   file);
 					return -1;
 				}
+				if (name->type == T_WORD)
+					section = (int)sc->nsecs - 1;
 				if (name->type == T_WORD)
 					snprintf(open_name[depth],
 						 sizeof(open_name[depth]),
@@ -285,6 +366,8 @@ config_scan_text(const char *file, const char *text, size_t len,
 				return -1;
 			}
 			depth--;
+			if (depth == 0)
+				in_load = 0;
 			p++;
 			cur.type = T_OTHER;
 			cur.len = 1;
@@ -328,6 +411,19 @@ config_scan_text(const char *file, const char *text, size_t len,
 				continue;
 			}
 		}
+		if (in_load && depth == 1 &&
+		    (cur.type == T_WORD || cur.type == T_STRING) &&
+		    scan_add_load(sc, &cur) == -1) {
+			errbuf_add(eb, "%s: out of memory", file);
+			return -1;
+		}
+		if (cur.type == T_EQ && t[2].type == T_WORD &&
+		    (depth == 0 || (depth == 1 && section >= 0)) &&
+		    scan_add_option(sc, file, &t[2],
+				    depth == 0 ? -1 : section) == -1) {
+			errbuf_add(eb, "%s: out of memory", file);
+			return -1;
+		}
 		if (depth == 0 && t[1].type == T_WORD && t[2].type == T_EQ &&
 		    (cur.type == T_WORD || cur.type == T_STRING))
 			scan_note_value(sc, &t[1], &cur);
@@ -349,14 +445,23 @@ config_scan_text(const char *file, const char *text, size_t len,
 void
 config_scan_free(struct config_scan *sc)
 {
-	size_t i;
+	size_t i, j;
 
 	for (i = 0; i < sc->nsecs; i++) {
 		free(sc->secs[i].file);
 		free(sc->secs[i].name);
 		free(sc->secs[i].title);
+		for (j = 0; j < sc->secs[i].nopts; j++)
+			free(sc->secs[i].opts[j].key);
+		free(sc->secs[i].opts);
 	}
 	free(sc->secs);
+	for (j = 0; j < sc->nroot; j++) {
+		free(sc->root[j].key);
+		free(sc->root[j].file);
+	}
+	free(sc->root);
+	scan_clear_load(sc);
 	free(sc->pidfile);
 	free(sc->statefile);
 	memset(sc, 0, sizeof(*sc));
@@ -476,10 +581,10 @@ config_include(cfg_t *cfg, cfg_opt_t *opt, int argc, const char **argv)
 		cfg_error(cfg, "include(\"%s\"): %s", argv[0], local.first);
 		goto fail;
 	}
-	config_ctx.scan.clean =
+	config_ctx.scan->clean =
 		text; /* cleaned in place: the scan reads ahead */
-	rc = config_scan_text(path, text, len, &config_ctx.scan, config_ctx.eb);
-	config_ctx.scan.clean = NULL;
+	rc = config_scan_text(path, text, len, config_ctx.scan, config_ctx.eb);
+	config_ctx.scan->clean = NULL;
 	if (rc == -1)
 		goto fail;
 	fd = memfd_create("keel-include", MFD_CLOEXEC);
@@ -504,219 +609,587 @@ fail:
 	return 1;
 }
 
-/* ---- core options and their validators ---- */
+/* ---- the core's options ---- */
 
-/* The last value of a (possibly list) option. */
-static const char *
-config_opt_last_str(cfg_opt_t *opt)
+static const char *const core_level_words[] = { "error", "warning", "notice",
+						"info",  "debug",   NULL };
+
+/* The syslog level of the configured log-level. */
+int
+core_level(const struct keel_core *core)
 {
-	return cfg_opt_getnstr(opt, cfg_opt_size(opt) - 1);
-}
-
-/* log-level = error | warning | notice | info | debug */
-static int
-config_check_level(cfg_t *cfg, cfg_opt_t *opt)
-{
-	const char *v = config_opt_last_str(opt);
-
-	if (v == NULL || log_level_parse(v) == -1) {
-		cfg_error(
-			cfg,
-			"log-level: '%s' is not one of error, warning, notice, info, debug",
-			v != NULL ? v : "");
-		return -1;
-	}
-	return 0;
-}
-
-/* log = "syslog" | "stderr" | an absolute path */
-static int
-config_check_log(cfg_t *cfg, cfg_opt_t *opt)
-{
-	const char *v = config_opt_last_str(opt);
-
-	if (v == NULL || (strcmp(v, "syslog") != 0 &&
-			  strcmp(v, "stderr") != 0 && v[0] != '/')) {
-		cfg_error(
-			cfg,
-			"log: '%s' is not \"syslog\", \"stderr\" or an absolute file path",
-			v != NULL ? v : "");
-		return -1;
-	}
-	return 0;
+	return KEEL_LOG_ERR + core->level;
 }
 
 /* pidfile and state-file: absolute paths. */
 static int
-config_check_path(cfg_t *cfg, cfg_opt_t *opt)
+config_check_path(const char *v, char *err, size_t errlen)
 {
-	const char *v = config_opt_last_str(opt);
-
-	if (v == NULL || v[0] != '/') {
-		cfg_error(cfg, "%s: '%s' is not an absolute path", opt->name,
-			  v != NULL ? v : "");
-		return -1;
-	}
-	return 0;
+	if (v[0] == '/')
+		return 0;
+	snprintf(err, errlen, "'%s' is not an absolute path", v);
+	return -1;
 }
 
-/* user and group: non-empty names. */
+/* log = "syslog" | "stderr" | an absolute path */
 static int
-config_check_name(cfg_t *cfg, cfg_opt_t *opt)
+config_check_log(const char *v, char *err, size_t errlen)
 {
-	const char *v = config_opt_last_str(opt);
-
-	if (v == NULL || v[0] == '\0') {
-		cfg_error(cfg, "%s: empty name", opt->name);
-		return -1;
-	}
-	return 0;
+	if (strcmp(v, "syslog") == 0 || strcmp(v, "stderr") == 0 || v[0] == '/')
+		return 0;
+	snprintf(
+		err, errlen,
+		"log '%s' is not \"syslog\", \"stderr\" or an absolute file path",
+		v);
+	return -1;
 }
 
-/* shutdown-timeout: 0 < seconds <= 3600 */
-static int
-config_check_timeout(cfg_t *cfg, cfg_opt_t *opt)
-{
-	double v = cfg_opt_getnfloat(opt, cfg_opt_size(opt) - 1);
-
-	if (!(v > 0 && v <= 3600)) {
-		cfg_error(
-			cfg,
-			"shutdown-timeout: %g is out of range (0 < seconds <= 3600)",
-			v);
-		return -1;
-	}
-	return 0;
-}
-
-/* load = { names }: each one a module found in the module path. */
-static int
-config_check_load(cfg_t *cfg, cfg_opt_t *opt)
-{
-	unsigned int i, j;
-
-	for (i = 0; i < cfg_opt_size(opt); i++) {
-		const char *name = cfg_opt_getnstr(opt, i);
-		const char *why;
-
-		for (j = 0; j < i; j++)
-			if (strcmp(cfg_opt_getnstr(opt, j), name) == 0) {
-				cfg_error(cfg, "load: module '%s' listed twice",
-					  name);
-				return -1;
-			}
-		if (module_find(config_ctx.k, name) != NULL)
-			continue;
-		why = module_refusal(config_ctx.k, name);
-		if (why != NULL)
-			cfg_error(cfg, "load: module '%s' cannot be used: %s",
-				  name, why);
-		else
-			cfg_error(cfg, "load: no module '%s' in %s", name,
-				  config_ctx.k->opt.module_path);
-		return -1;
-	}
-	return 0;
-}
-
-#define CORE_OPTS                                                         \
-	CFG_STR("pidfile", KEEL_DEFAULT_PIDFILE, CFGF_NONE),              \
-		CFG_STR("state-file", KEEL_DEFAULT_STATEFILE, CFGF_NONE), \
-		CFG_STR("log", NULL, CFGF_NODEFAULT),                     \
-		CFG_STR("log-level", "info", CFGF_NONE),                  \
-		CFG_STR("user", NULL, CFGF_NODEFAULT),                    \
-		CFG_STR("group", NULL, CFGF_NODEFAULT),                   \
-		CFG_FLOAT("shutdown-timeout", 5.0, CFGF_NONE),            \
-		CFG_STR_LIST("load", "{}", CFGF_NONE),                    \
-		CFG_FUNC("include", config_include)
-
-static const struct {
-	const char *name;
-	cfg_validate_callback_t fn;
-} core_validators[] = {
-	{ "pidfile", config_check_path },
-	{ "state-file", config_check_path },
-	{ "log", config_check_log },
-	{ "log-level", config_check_level },
-	{ "user", config_check_name },
-	{ "group", config_check_name },
-	{ "shutdown-timeout", config_check_timeout },
-	{ "load", config_check_load },
+static const struct keel_option core_options[] = {
+	KEEL_OPTION_CHECK("pidfile", KEEL_OPT_STRING, struct keel_core, pidfile,
+			  NULL, config_check_path, 0),
+	KEEL_OPTION_CHECK("state-file", KEEL_OPT_STRING, struct keel_core,
+			  statefile, NULL, config_check_path, 0),
+	KEEL_OPTION_CHECK("log", KEEL_OPT_STRING, struct keel_core, log, NULL,
+			  config_check_log, 0),
+	KEEL_OPTION_ENUM("log-level", struct keel_core, level, "info",
+			 core_level_words, 0),
+	KEEL_OPTION("user", KEEL_OPT_STRING, struct keel_core, user, NULL,
+		    KEEL_OPT_NONEMPTY),
+	KEEL_OPTION("group", KEEL_OPT_STRING, struct keel_core, group, NULL,
+		    KEEL_OPT_NONEMPTY),
+	KEEL_OPTION_RANGE("shutdown-timeout", KEEL_OPT_SECONDS,
+			  struct keel_core, shutdown_timeout, "5", 0.001, 3600,
+			  0),
+	KEEL_OPTION("load", KEEL_OPT_LIST, struct keel_core, load, NULL,
+		    KEEL_OPT_NONEMPTY),
+	KEEL_OPTIONS_END,
 };
 
-/* Build the root schema: core options plus one section per module. */
+/* Free core values. */
+void
+config_core_free(struct keel_core *core)
+{
+	size_t i;
+
+	free(core->pidfile);
+	free(core->statefile);
+	free(core->log);
+	free(core->user);
+	free(core->group);
+	for (i = 0; i < core->load.n; i++)
+		free(core->load.v[i]);
+	free(core->load.v);
+	memset(core, 0, sizeof(*core));
+}
+
+/* ---- the schema libconfuse parses: every value a string ---- */
+
+/* libconfuse's options for a keel option table; NULL if out of memory. */
+static cfg_opt_t *
+config_schema(const struct keel_option *opts, size_t extra)
+{
+	int n = option_count(opts), i;
+	cfg_opt_t *out = calloc((size_t)n + extra + 1, sizeof(*out));
+
+	if (out == NULL)
+		return NULL;
+	for (i = 0; i < n; i++) {
+		cfg_opt_t one[] = {
+			CFG_STR((char *)opts[i].name, NULL, CFGF_NODEFAULT),
+			CFG_STR_LIST((char *)opts[i].name, NULL,
+				     CFGF_NODEFAULT),
+		};
+
+		out[i] = one[opts[i].type == KEEL_OPT_LIST ? 1 : 0];
+	}
+	/* calloc left the terminating CFG_END() in place. */
+	return out;
+}
+
+/* Build (once per module) the schema of its section. */
+static int
+config_module_schema(struct keel_module *m)
+{
+	if (m->cfg_opts == NULL)
+		m->cfg_opts = config_schema(m->desc->options, 0);
+	return m->cfg_opts != NULL ? 0 : -1;
+}
+
+/* Free a module's schema. */
+void
+config_module_free(struct keel_module *m)
+{
+	free(m->cfg_opts);
+	m->cfg_opts = NULL;
+}
+
+/* The root schema: core, application, include, one section per module. */
 static cfg_t *
 config_new(struct keel *k)
 {
-	cfg_opt_t core[] = { CORE_OPTS };
-	size_t ncore = sizeof(core) / sizeof(core[0]), n = ncore, i;
-	struct keel_module *m;
-	cfg_opt_t *opts;
+	struct keel_module *m, *root = NULL;
+	cfg_opt_t *opts, *app = NULL;
+	size_t n = 0, i = 0, j;
+	cfg_opt_t inc[] = { CFG_FUNC("include", config_include) };
+	cfg_opt_t *core;
 	cfg_t *cfg;
 
-	for (m = k->modules; m != NULL; m = m->next)
+	for (m = k->modules; m != NULL; m = m->next) {
+		if (m->root)
+			root = m;
 		n++;
-	opts = calloc(n + 1, sizeof(*opts));
-	if (opts == NULL)
-		return NULL;
-	memcpy(opts, core, sizeof(core));
-	i = ncore;
-	for (m = k->modules; m != NULL; m = m->next) {
-		cfg_opt_t sec[] = { CFG_SEC(
-			m->desc->name, m->desc->options,
-			CFGF_MULTI | CFGF_NO_TITLE_DUPES |
-				(m->desc->section == KEEL_SECTION_TITLED
-					 ? CFGF_TITLE
-					 : 0)) };
-
-		if (m->desc->section == KEEL_SECTION_NONE)
-			continue;
-		opts[i++] = sec[0];
 	}
-	/* calloc left the terminating CFG_END() in place. */
-	cfg = cfg_init(opts, CFGF_NONE);
-	free(opts);
-	if (cfg == NULL)
+	core = config_schema(core_options, 0);
+	if (root != NULL)
+		app = config_schema(root->desc->options, 0);
+	opts = calloc((size_t)option_count(core_options) +
+			      (root != NULL ? (size_t)option_count(
+						      root->desc->options)
+					    : 0) +
+			      n + 2,
+		      sizeof(*opts));
+	if (core == NULL || (root != NULL && app == NULL) || opts == NULL) {
+		free(core);
+		free(app);
+		free(opts);
 		return NULL;
-	cfg_set_error_function(cfg, config_errfunc);
-	for (i = 0; i < sizeof(core_validators) / sizeof(core_validators[0]);
-	     i++)
-		cfg_set_validate_func(cfg, core_validators[i].name,
-				      core_validators[i].fn);
+	}
+	for (j = 0; core[j].name != NULL; j++)
+		opts[i++] = core[j];
+	for (j = 0; app != NULL && app[j].name != NULL; j++)
+		opts[i++] = app[j];
+	opts[i++] = inc[0];
 	for (m = k->modules; m != NULL; m = m->next) {
-		const struct keel_validator *v = m->desc->validators;
-		char path[256];
+		if (m->root || m->desc->section == KEEL_SECTION_NONE)
+			continue;
+		if (config_module_schema(m) == -1)
+			break;
+		{
+			cfg_opt_t sec[] = { CFG_SEC(
+				(char *)m->name, (cfg_opt_t *)m->cfg_opts,
+				CFGF_MULTI | CFGF_NO_TITLE_DUPES |
+					(m->desc->section == KEEL_SECTION_TITLED
+						 ? CFGF_TITLE
+						 : 0)) };
 
-		for (; v != NULL && v->option != NULL; v++) {
-			snprintf(path, sizeof(path), "%s|%s", m->desc->name,
-				 v->option);
-			cfg_set_validate_func(cfg, path, v->validate);
+			opts[i++] = sec[0];
 		}
 	}
+	cfg = m == NULL ? cfg_init(opts, CFGF_NONE) : NULL;
+	free(core);
+	free(app);
+	free(opts);
+	if (cfg != NULL)
+		cfg_set_error_function(cfg, config_errfunc);
 	return cfg;
+}
+
+/* ---- converting the parsed values ---- */
+
+/* Where an option is written: its own line, else the section's. */
+int
+config_opt_line(const struct config *c, const struct config_section *sec,
+		const char *option, const char **file)
+{
+	const struct config_opt_pos *o = NULL;
+	size_t i, n = 0;
+
+	*file = c->path;
+	if (sec != NULL && sec->pos != NULL) {
+		*file = sec->pos->file;
+		o = sec->pos->opts;
+		n = sec->pos->nopts;
+	} else if (sec == NULL) {
+		o = c->scan.root;
+		n = c->scan.nroot;
+	}
+	/* The last assignment is the one in force. */
+	for (i = n; option != NULL && i > 0; i--)
+		if (strcmp(o[i - 1].key, option) == 0) {
+			if (o[i - 1].file != NULL)
+				*file = o[i - 1].file;
+			return o[i - 1].line;
+		}
+	return sec != NULL && sec->pos != NULL ? sec->pos->line : 0;
+}
+
+/* "serial 'gps'", "http" or "" (the top level), for messages. */
+void
+config_section_where(const struct config_section *sec, char *buf, size_t len)
+{
+	if (sec == NULL || sec->m == NULL || sec->m->root)
+		snprintf(buf, len, "%s", "");
+	else if (sec->m->desc->section == KEEL_SECTION_TITLED)
+		snprintf(buf, len, "%s '%s'", sec->m->name, sec->title);
+	else
+		snprintf(buf, len, "%s", sec->m->name);
+}
+
+/* Report an error at an option of @sec (NULL: the top level). */
+static void
+config_error_at(struct config *c, const struct config_section *sec,
+		const char *option, struct errbuf *eb, const char *msg)
+{
+	char where[300];
+	const char *file;
+	int line = config_opt_line(c, sec, option, &file);
+
+	config_section_where(sec, where, sizeof(where));
+	if (line > 0)
+		errbuf_add(eb, "%s:%d: %s%s%s", file, line, where,
+			   where[0] != '\0' ? ": " : "", msg);
+	else
+		errbuf_add(eb, "%s: %s%s%s", file, where,
+			   where[0] != '\0' ? ": " : "", msg);
+}
+
+/*
+ * Fill a new struct from the values of @cs (a section, or the root) for the
+ * options @opts. NULL, with every error in @eb, when a value is wrong.
+ */
+static void *
+config_fill(struct config *c, const struct config_section *sec,
+	    const struct keel_option *opts, size_t size, cfg_t *cs,
+	    struct errbuf *eb)
+{
+	void *conf = calloc(1, size != 0 ? size : 1);
+	char err[512];
+	int i, bad = 0;
+
+	if (conf == NULL) {
+		errbuf_add(eb, "%s: out of memory", c->path);
+		return NULL;
+	}
+	for (i = 0; opts != NULL && opts[i].name != NULL; i++) {
+		const struct keel_option *o = &opts[i];
+		cfg_opt_t *co = cfg_getopt(cs, o->name);
+		unsigned int n = co != NULL ? cfg_opt_size(co) : 0, j;
+
+		if (n == 0) {
+			if (o->def != NULL && option_parse(o, o->def, conf, err,
+							   sizeof(err)) == -1) {
+				config_error_at(c, sec, o->name, eb, err);
+				bad = 1;
+			} else if (o->def == NULL &&
+				   (o->flags & KEEL_OPT_REQUIRED)) {
+				snprintf(err, sizeof(err), "%s is required",
+					 o->name);
+				config_error_at(c, sec, NULL, eb, err);
+				bad = 1;
+			}
+			continue;
+		}
+		/* A scalar set twice keeps the last value, as libconfuse. */
+		for (j = o->type == KEEL_OPT_LIST ? 0 : n - 1; j < n; j++) {
+			const char *v = cfg_opt_getnstr(co, j);
+
+			if (option_parse(o, v != NULL ? v : "", conf, err,
+					 sizeof(err)) == -1) {
+				config_error_at(c, sec, o->name, eb, err);
+				bad = 1;
+				break;
+			}
+		}
+	}
+	for (i = 0; !bad && opts != NULL && opts[i].name != NULL; i++) {
+		const struct keel_list *l =
+			(const void *)((char *)conf + opts[i].offset);
+
+		if (opts[i].type == KEEL_OPT_LIST &&
+		    (opts[i].flags & KEEL_OPT_BOUNDED) &&
+		    (double)l->n < opts[i].min) {
+			snprintf(err, sizeof(err),
+				 "%s: fewer than %.15g elements", opts[i].name,
+				 opts[i].min);
+			config_error_at(c, sec, opts[i].name, eb, err);
+			bad = 1;
+		}
+	}
+	if (bad) {
+		option_conf_free(opts, conf);
+		return NULL;
+	}
+	return conf;
+}
+
+/* Options with KEEL_OPT_UNIQUE: no two sections of a module share a value. */
+static int
+config_unique(struct config *c, struct errbuf *eb)
+{
+	char err[600], buf[64];
+	size_t i, j;
+	int bad = 0, o;
+
+	for (i = 0; i < c->nsecs; i++) {
+		const struct keel_option *opts = c->secs[i].m->desc->options;
+
+		for (j = 0; j < i; j++) {
+			if (c->secs[j].m != c->secs[i].m)
+				continue;
+			for (o = 0; opts[o].name != NULL; o++) {
+				if (!(opts[o].flags & KEEL_OPT_UNIQUE) ||
+				    !option_equal(&opts[o], c->secs[i].conf,
+						  c->secs[j].conf))
+					continue;
+				snprintf(err, sizeof(err),
+					 "%s %s is already used by %s '%s'",
+					 opts[o].name,
+					 option_text(&opts[o], c->secs[i].conf,
+						     buf, sizeof(buf)),
+					 c->secs[j].m->name, c->secs[j].title);
+				config_error_at(c, &c->secs[i], opts[o].name,
+						eb, err);
+				bad = 1;
+			}
+		}
+	}
+	return bad ? -1 : 0;
+}
+
+/* The recorded position of section @name @title. */
+static const struct config_section_pos *
+config_find_pos(const struct config_scan *sc, const char *name,
+		const char *title)
+{
+	size_t i;
+
+	for (i = 0; i < sc->nsecs; i++)
+		if (strcmp(sc->secs[i].name, name) == 0 &&
+		    strcmp(sc->secs[i].title, title) == 0)
+			return &sc->secs[i];
+	return NULL;
+}
+
+/* Non-zero when @core lists module @name in `load`. */
+int
+core_loads(const struct keel_core *core, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < core->load.n; i++)
+		if (strcmp(core->load.v[i], name) == 0)
+			return 1;
+	return 0;
+}
+
+/* Non-zero when @c lists module @name in `load`. */
+int
+config_loads(const struct config *c, const char *name)
+{
+	return core_loads(&c->core, name);
+}
+
+/* load = { names }: each one a known, usable module, once. */
+static int
+config_check_load(struct keel *k, struct config *c, const struct keel_list *l,
+		  struct errbuf *eb)
+{
+	char err[1200];
+	size_t i, j;
+	int bad = 0;
+
+	for (i = 0; i < l->n; i++) {
+		const struct keel_module *m = module_find(k, l->v[i]);
+		const char *why;
+
+		for (j = 0; j < i; j++)
+			if (strcmp(l->v[j], l->v[i]) == 0)
+				break;
+		if (j < i)
+			snprintf(err, sizeof(err),
+				 "load: module '%s' listed twice", l->v[i]);
+		else if (m != NULL && !m->root)
+			continue;
+		else if ((why = module_refusal(k, l->v[i])) != NULL)
+			snprintf(err, sizeof(err),
+				 "load: module '%s' cannot be used: %s",
+				 l->v[i], why);
+		else if (k->opt.module_path != NULL)
+			snprintf(err, sizeof(err), "load: no module '%s' in %s",
+				 l->v[i], k->opt.module_path);
+		else
+			snprintf(err, sizeof(err), "load: no module '%s'",
+				 l->v[i]);
+		config_error_at(c, NULL, "load", eb, err);
+		bad = 1;
+	}
+	return bad ? -1 : 0;
+}
+
+/* Add one converted section to @c. */
+static int
+config_add_section(struct config *c, struct keel_module *m, const char *title,
+		   cfg_t *cs, struct errbuf *eb)
+{
+	struct config_section *grown, *sec;
+
+	grown = realloc(c->secs, (c->nsecs + 1) * sizeof(*grown));
+	if (grown == NULL) {
+		errbuf_add(eb, "%s: out of memory", c->path);
+		return -1;
+	}
+	c->secs = grown;
+	sec = &c->secs[c->nsecs];
+	memset(sec, 0, sizeof(*sec));
+	sec->m = m;
+	sec->title = strdup(title);
+	sec->pos =
+		cs != NULL ? config_find_pos(&c->scan, m->name, title) : NULL;
+	if (sec->title == NULL) {
+		errbuf_add(eb, "%s: out of memory", c->path);
+		return -1;
+	}
+	c->nsecs++;
+	sec->conf = config_fill(c, sec, m->desc->options, m->desc->conf_size,
+				cs, eb);
+	return sec->conf != NULL ? 0 : -1;
+}
+
+/* Convert every section of module @m; checks of the whole file. */
+static int
+config_convert_module(struct config *c, struct keel_module *m, cfg_t *cfg,
+		      struct errbuf *eb)
+{
+	unsigned int n = cfg_size(cfg, m->name), i;
+	int bad = 0;
+
+	if (n > 0 && !config_loads(c, m->name)) {
+		cfg_t *cs = cfg_getnsec(cfg, m->name, 0);
+		const struct config_section_pos *pos = config_find_pos(
+			&c->scan, m->name,
+			cfg_title(cs) != NULL ? cfg_title(cs) : "");
+
+		errbuf_add(
+			eb,
+			"%s:%d: section '%s' belongs to module '%s', which is not in load",
+			pos != NULL ? pos->file : c->path,
+			pos != NULL ? pos->line : 0, m->name, m->name);
+		return -1;
+	}
+	if (m->desc->section == KEEL_SECTION_SINGLE && n > 1) {
+		const struct config_section_pos *pos =
+			config_find_pos(&c->scan, m->name, "");
+		size_t s, seen = 0;
+
+		/* The second occurrence is the one to point at. */
+		for (s = 0; s < c->scan.nsecs; s++)
+			if (strcmp(c->scan.secs[s].name, m->name) == 0 &&
+			    ++seen == 2)
+				pos = &c->scan.secs[s];
+		errbuf_add(eb, "%s:%d: section '%s' may appear only once",
+			   pos != NULL ? pos->file : c->path,
+			   pos != NULL ? pos->line : 0, m->name);
+		return -1;
+	}
+	if (!config_loads(c, m->name))
+		return 0;
+	for (i = 0; i < n; i++) {
+		cfg_t *cs = cfg_getnsec(cfg, m->name, i);
+		const char *title = cfg_title(cs);
+
+		if (config_add_section(c, m, title != NULL ? title : "", cs,
+				       eb) == -1)
+			bad = 1;
+	}
+	/* A single section that is not written runs with its defaults. */
+	if (n == 0 && m->desc->section == KEEL_SECTION_SINGLE &&
+	    config_add_section(c, m, "", NULL, eb) == -1)
+		bad = 1;
+	return bad ? -1 : 0;
+}
+
+/* Free a converted configuration and what no instance took. */
+void
+config_free(struct config *c)
+{
+	size_t i;
+
+	if (c == NULL)
+		return;
+	for (i = 0; i < c->nsecs; i++) {
+		option_conf_free(c->secs[i].m->desc->options, c->secs[i].conf);
+		free(c->secs[i].title);
+	}
+	free(c->secs);
+	config_core_free(&c->core);
+	option_conf_free(c->root_opts, c->root_conf);
+	config_scan_free(&c->scan);
+	free(c->path);
+	free(c);
+}
+
+/* Convert the parsed tree into @c. */
+static int
+config_convert(struct keel *k, struct config *c, cfg_t *cfg, struct errbuf *eb)
+{
+	struct keel_module *m;
+	void *core;
+	int bad = 0;
+
+	core = config_fill(c, NULL, core_options, sizeof(c->core), cfg, eb);
+	if (core == NULL)
+		return -1;
+	memcpy(&c->core, core, sizeof(c->core));
+	free(core);
+	if (c->core.pidfile == NULL) {
+		char buf[PATH_MAX];
+
+		c->core.pidfile =
+			strdup(keel_default_pidfile(k->app, buf, sizeof(buf)));
+	}
+	if (c->core.statefile == NULL) {
+		char buf[PATH_MAX];
+
+		c->core.statefile = strdup(
+			keel_default_statefile(k->app, buf, sizeof(buf)));
+	}
+	if (c->core.pidfile == NULL || c->core.statefile == NULL) {
+		errbuf_add(eb, "%s: out of memory", c->path);
+		return -1;
+	}
+	if (config_check_load(k, c, &c->core.load, eb) == -1)
+		bad = 1;
+	for (m = k->modules; m != NULL; m = m->next) {
+		if (m->root) {
+			c->root_opts = m->desc->options;
+			c->root_conf = config_fill(c, NULL, m->desc->options,
+						   m->desc->conf_size, cfg, eb);
+			if (c->root_conf == NULL)
+				bad = 1;
+			continue;
+		}
+		if (m->desc->section != KEEL_SECTION_NONE &&
+		    config_convert_module(c, m, cfg, eb) == -1)
+			bad = 1;
+	}
+	if (!bad && config_unique(c, eb) == -1)
+		bad = 1;
+	return bad ? -1 : 0;
 }
 
 /* The parse itself, for config_load. */
 static cfg_t *
-config_load_file(struct keel *k, const char *path, struct errbuf *eb)
+config_parse(struct keel *k, struct config *c, struct errbuf *eb)
 {
+	const char *path = c->path;
 	char *text = NULL;
 	size_t len = 0;
 	FILE *fp;
 	cfg_t *cfg;
 	int rc;
 
-	config_scan_free(&config_ctx.scan);
-	config_includes_free();
-	config_ctx.eb = eb;
-	config_ctx.k = k;
 	if (config_read_file(path, &text, &len, eb) == -1)
 		return NULL;
-	config_ctx.scan.clean =
+	config_ctx.scan->clean =
 		text; /* cleaned in place: the scan reads ahead */
-	rc = config_scan_text(path, text, len, &config_ctx.scan, eb);
-	config_ctx.scan.clean = NULL;
-	if (rc == -1) {
+	rc = config_scan_text(path, text, len, config_ctx.scan, eb);
+	config_ctx.scan->clean = NULL;
+	/*
+	 * `load` first: a section of a module that is missing is then
+	 * reported as the missing module, not as an unknown option.
+	 */
+	if (rc == -1 || (c->scan.load.n > 0 &&
+			 config_check_load(k, c, &c->scan.load, eb) == -1)) {
 		free(text);
 		return NULL;
 	}
@@ -748,103 +1221,44 @@ config_load_file(struct keel *k, const char *path, struct errbuf *eb)
 		cfg_free(cfg);
 		return NULL;
 	}
-	if (config_validate(k, cfg, eb) == -1) {
-		cfg_free(cfg);
-		return NULL;
-	}
 	return cfg;
 }
 
 /*
- * Parse @path into a new configuration: pre-scan, libconfuse, then the
- * checks that need the whole file. NULL, with every error in @eb, on failure.
+ * Parse @path into a new configuration: pre-scan, libconfuse, then every
+ * value converted and checked. NULL, with every error in @eb, on failure.
+ * libconfuse's tree is freed before this returns.
  */
-cfg_t *
+struct config *
 config_load(struct keel *k, const char *path, struct errbuf *eb)
 {
-	cfg_t *cfg = config_load_file(k, path, eb);
+	struct config *c = calloc(1, sizeof(*c));
+	cfg_t *cfg;
+	int rc = -1;
 
-	/* Later libconfuse errors (a module's typo) must not reach @eb. */
-	config_ctx.eb = NULL;
-	return cfg;
-}
-
-/* Return non-zero when module @name is listed in `load`. */
-static int
-config_loads(cfg_t *cfg, const char *name)
-{
-	unsigned int i;
-
-	for (i = 0; i < cfg_size(cfg, "load"); i++)
-		if (strcmp(cfg_getnstr(cfg, "load", i), name) == 0)
-			return 1;
-	return 0;
-}
-
-/* The recorded file of a section, or the main file. */
-static const char *
-config_section_file(cfg_t *root, const char *name, const char *title)
-{
-	size_t i;
-
-	for (i = 0; i < config_ctx.scan.nsecs; i++)
-		if (strcmp(config_ctx.scan.secs[i].name, name) == 0 &&
-		    strcmp(config_ctx.scan.secs[i].title, title) == 0)
-			return config_ctx.scan.secs[i].file;
-	return root->filename;
-}
-
-/* Checks that need the whole parsed file. */
-int
-config_validate(struct keel *k, cfg_t *cfg, struct errbuf *eb)
-{
-	struct keel_module *m;
-	int bad = 0;
-
-	for (m = k->modules; m != NULL; m = m->next) {
-		unsigned int n;
-		cfg_t *sec;
-		const char *title;
-
-		if (m->desc->section == KEEL_SECTION_NONE)
-			continue;
-		n = cfg_size(cfg, m->desc->name);
-		if (n == 0)
-			continue;
-		sec = cfg_getnsec(cfg, m->desc->name, n > 1 ? 1 : 0);
-		title = keel_section_title(sec);
-		if (!config_loads(cfg, m->desc->name)) {
-			sec = cfg_getnsec(cfg, m->desc->name, 0);
-			title = keel_section_title(sec);
-			errbuf_add(
-				eb,
-				"%s:%d: section '%s' belongs to module '%s', which is not in load",
-				config_section_file(cfg, m->desc->name, title),
-				config_section_line(m->desc->name, title),
-				m->desc->name, m->desc->name);
-			bad = 1;
-		} else if (m->desc->section == KEEL_SECTION_SINGLE && n > 1) {
-			errbuf_add(
-				eb, "%s:%d: section '%s' may appear only once",
-				config_section_file(cfg, m->desc->name, title),
-				sec->line, m->desc->name);
-			bad = 1;
-		}
+	if (c == NULL || (c->path = strdup(path)) == NULL) {
+		free(c);
+		errbuf_add(eb, "%s: out of memory", path);
+		return NULL;
 	}
-	return bad ? -1 : 0;
-}
-
-/* The line where section @name @title opens, from the last pre-scan. */
-int
-config_section_line(const char *name, const char *title)
-{
-	size_t i;
-
-	for (i = 0; i < config_ctx.scan.nsecs; i++)
-		if (strcmp(config_ctx.scan.secs[i].name, name) == 0 &&
-		    strcmp(config_ctx.scan.secs[i].title, title) == 0)
-			return config_ctx.scan.secs[i].line;
-	return 0;
+	config_includes_free();
+	config_ctx.scan = &c->scan;
+	config_ctx.eb = eb;
+	config_ctx.k = k;
+	cfg = config_parse(k, c, eb);
+	/* Later libconfuse errors must not reach @eb. */
+	config_ctx.eb = NULL;
+	config_ctx.scan = NULL;
+	config_includes_free();
+	if (cfg != NULL) {
+		rc = config_convert(k, c, cfg, eb);
+		cfg_free(cfg);
+	}
+	if (rc == -1) {
+		config_free(c);
+		return NULL;
+	}
+	return c;
 }
 
 /* Expand ${VAR} and ${VAR:-default} as libconfuse does; NULL if no memory. */
@@ -927,61 +1341,4 @@ config_peek_paths(const char *path, char **pidfile, char **statefile)
 	errbuf_clear(&eb);
 	free(text);
 	return 0;
-}
-
-/* A string option or NULL when unset, duplicated; -1 when out of memory. */
-static int
-config_dup(cfg_t *cfg, const char *name, char **out)
-{
-	*out = NULL;
-	if (cfg_size(cfg, name) == 0 || cfg_getstr(cfg, name) == NULL)
-		return 0;
-	*out = strdup(cfg_getstr(cfg, name));
-	return *out != NULL ? 0 : -1;
-}
-
-/* Copy the core values out of a parsed configuration. */
-int
-config_core(cfg_t *cfg, struct keel_core *core)
-{
-	memset(core, 0, sizeof(*core));
-	core->level = log_level_parse(cfg_getstr(cfg, "log-level"));
-	core->shutdown_timeout = cfg_getfloat(cfg, "shutdown-timeout");
-	if (config_dup(cfg, "pidfile", &core->pidfile) == -1 ||
-	    config_dup(cfg, "state-file", &core->statefile) == -1 ||
-	    config_dup(cfg, "log", &core->log) == -1 ||
-	    config_dup(cfg, "user", &core->user) == -1 ||
-	    config_dup(cfg, "group", &core->group) == -1) {
-		config_core_free(core);
-		return -1;
-	}
-	return 0;
-}
-
-/* Free core values. */
-void
-config_core_free(struct keel_core *core)
-{
-	free(core->pidfile);
-	free(core->statefile);
-	free(core->log);
-	free(core->user);
-	free(core->group);
-	memset(core, 0, sizeof(*core));
-}
-
-/* A float option of the root section. */
-double
-config_float(cfg_t *cfg, const char *name)
-{
-	return cfg_getfloat(cfg, name);
-}
-
-/* Return the title of a section, "" for an untitled one. */
-const char *
-keel_section_title(cfg_t *sec)
-{
-	const char *t = sec != NULL ? cfg_title(sec) : NULL;
-
-	return t != NULL ? t : "";
 }

@@ -1,7 +1,10 @@
-/* keeld -s: control a running keeld through its pidfile and state file. */
+/* SPDX-License-Identifier: ISC */
+/* -s: control the running daemon through its pidfile and state file. */
 #include "keel-internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,22 +47,22 @@ control_paths(const struct keel_options *opt, char **pidfile, char **statefile,
 {
 	struct keel k;
 	struct errbuf eb = { 0 };
-	cfg_t *cfg;
+	struct config *cfg = NULL;
+	char buf[PATH_MAX];
 
 	memset(&k, 0, sizeof(k));
 	k.opt = *opt;
 	*pidfile = *statefile = NULL;
 	*timeout = 5;
-	log_init("keeld", KEEL_LOG_ERR);
-	module_scan(&k, opt->module_path);
+	log_init(opt->app->name, KEEL_LOG_ERR);
 	k.config_path = realpath(opt->config, NULL);
-	cfg = k.config_path != NULL ? config_load(&k, k.config_path, &eb)
-				    : NULL;
+	if (k.config_path != NULL && keel_modules_init(&k, &eb) == 0)
+		cfg = config_load(&k, k.config_path, &eb);
 	if (cfg != NULL) {
-		*pidfile = strdup(cfg_getstr(cfg, "pidfile"));
-		*statefile = strdup(cfg_getstr(cfg, "state-file"));
-		*timeout = cfg_getfloat(cfg, "shutdown-timeout");
-		cfg_free(cfg);
+		*pidfile = strdup(cfg->core.pidfile);
+		*statefile = strdup(cfg->core.statefile);
+		*timeout = cfg->core.shutdown_timeout;
+		config_free(cfg);
 	} else {
 		/* The file may be broken: the daemon will say how. */
 		config_peek_paths(opt->config, pidfile, statefile);
@@ -68,16 +71,18 @@ control_paths(const struct keel_options *opt, char **pidfile, char **statefile,
 	module_unload_all(&k);
 	free(k.config_path);
 	if (*pidfile == NULL)
-		*pidfile = strdup(KEEL_DEFAULT_PIDFILE);
+		*pidfile = strdup(
+			keel_default_pidfile(opt->app, buf, sizeof(buf)));
 	if (*statefile == NULL)
-		*statefile = strdup(KEEL_DEFAULT_STATEFILE);
+		*statefile = strdup(
+			keel_default_statefile(opt->app, buf, sizeof(buf)));
 	if (opt->pidfile != NULL) {
 		free(*pidfile);
 		*pidfile = strdup(opt->pidfile);
 	}
 }
 
-/* Is the keeld of @pidfile still alive? */
+/* Is the daemon of @pidfile still alive? */
 static int
 control_alive(const char *pidfile)
 {
@@ -96,8 +101,8 @@ control_reload(pid_t pid, const char *pidfile, const char *statefile)
 	int waited;
 
 	if (kill(pid, SIGHUP) == -1) {
-		fprintf(stderr, "keeld: cannot signal pid %ld: %s\n", (long)pid,
-			strerror(errno));
+		fprintf(stderr, "%s: cannot signal pid %ld: %s\n", log_ident(),
+			(long)pid, strerror(errno));
 		return 1;
 	}
 	for (waited = 0; waited < 30000; waited += CONTROL_POLL_MS) {
@@ -115,8 +120,8 @@ control_reload(pid_t pid, const char *pidfile, const char *statefile)
 					       gen != NULL ? gen : "?");
 					rc = 0;
 				} else {
-					fprintf(stderr, "keeld: reload %s\n",
-						last);
+					fprintf(stderr, "%s: reload %s\n",
+						log_ident(), last);
 					rc = 1;
 				}
 			}
@@ -129,13 +134,14 @@ control_reload(pid_t pid, const char *pidfile, const char *statefile)
 			return rc;
 		if (!control_alive(pidfile)) {
 			fprintf(stderr,
-				"keeld: the daemon exited during the reload\n");
+				"%s: the daemon exited during the reload\n",
+				log_ident());
 			return 1;
 		}
 		control_nap();
 	}
-	fprintf(stderr, "keeld: no reload outcome after 30 s (state file %s)\n",
-		statefile);
+	fprintf(stderr, "%s: no reload outcome after 30 s (state file %s)\n",
+		log_ident(), statefile);
 	return 1;
 }
 
@@ -146,18 +152,19 @@ control_stop(pid_t pid, const char *pidfile, double timeout)
 	long limit = (long)(timeout * 1000) + 5000, waited;
 
 	if (kill(pid, SIGTERM) == -1) {
-		fprintf(stderr, "keeld: cannot signal pid %ld: %s\n", (long)pid,
-			strerror(errno));
+		fprintf(stderr, "%s: cannot signal pid %ld: %s\n", log_ident(),
+			(long)pid, strerror(errno));
 		return 1;
 	}
 	for (waited = 0; waited < limit; waited += CONTROL_POLL_MS) {
 		if (!control_alive(pidfile)) {
-			printf("keeld (pid %ld) stopped\n", (long)pid);
+			printf("%s (pid %ld) stopped\n", log_ident(),
+			       (long)pid);
 			return 0;
 		}
 		control_nap();
 	}
-	fprintf(stderr, "keeld: pid %ld still running after %ld ms\n",
+	fprintf(stderr, "%s: pid %ld still running after %ld ms\n", log_ident(),
 		(long)pid, limit);
 	return 1;
 }
@@ -167,12 +174,19 @@ static int
 control_status(pid_t pid, const char *statefile)
 {
 	unsigned long dumps = control_state_num(statefile, "dumps");
-	char *text;
-	int waited;
+	char *text, req[PATH_MAX];
+	int waited, fd;
+
+	/* Ask for a refresh that is not logged (see keel_status_requested). */
+	if (snprintf(req, sizeof(req), "%s.request", statefile) <
+		    (int)sizeof(req) &&
+	    (fd = open(req, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
+		       0600)) != -1)
+		close(fd);
 
 	if (kill(pid, SIGUSR2) == -1) {
-		fprintf(stderr, "keeld: cannot signal pid %ld: %s\n", (long)pid,
-			strerror(errno));
+		fprintf(stderr, "%s: cannot signal pid %ld: %s\n", log_ident(),
+			(long)pid, strerror(errno));
 		return 1;
 	}
 	for (waited = 0; waited < 2000; waited += CONTROL_POLL_MS) {
@@ -182,22 +196,22 @@ control_status(pid_t pid, const char *statefile)
 	}
 	text = state_read(statefile);
 	if (text == NULL) {
-		fprintf(stderr, "keeld: cannot read state file %s: %s\n",
-			statefile, strerror(errno));
+		fprintf(stderr, "%s: cannot read state file %s: %s\n",
+			log_ident(), statefile, strerror(errno));
 		return 1;
 	}
 	fputs(text, stdout);
 	free(text);
 	if (waited >= 2000) {
 		fprintf(stderr,
-			"keeld: pid %ld did not refresh its status; shown as last written\n",
-			(long)pid);
+			"%s: pid %ld did not refresh its status; shown as last written\n",
+			log_ident(), (long)pid);
 		return 1;
 	}
 	return 0;
 }
 
-/* keeld -s CMD. Returns the exit status. */
+/* -s CMD. Returns the exit status. */
 int
 keel_main_control(const struct keel_options *opt, const char *cmd)
 {
@@ -211,14 +225,14 @@ keel_main_control(const struct keel_options *opt, const char *cmd)
 	    strcmp(cmd, "reopen") != 0 && strcmp(cmd, "wake") != 0 &&
 	    strcmp(cmd, "status") != 0) {
 		fprintf(stderr,
-			"keeld: unknown command '%s' (reload, stop, reopen, wake, status)\n",
-			cmd);
+			"%s: unknown command '%s' (reload, stop, reopen, wake, status)\n",
+			opt->app->name, cmd);
 		return 2;
 	}
 	control_paths(opt, &pidfile, &statefile, &timeout);
 	pid = pidfile_running(pidfile, &eb);
 	if (pid == 0) {
-		fprintf(stderr, "keeld: %s",
+		fprintf(stderr, "%s: %s", log_ident(),
 			eb.text != NULL ? eb.text : "not running\n");
 		rc = 1;
 	} else if (strcmp(cmd, "reload") == 0) {
@@ -231,8 +245,8 @@ keel_main_control(const struct keel_options *opt, const char *cmd)
 		sig = strcmp(cmd, "reopen") == 0 ? SIGUSR1 : SIGALRM;
 		rc = kill(pid, sig) == -1 ? 1 : 0;
 		if (rc != 0)
-			fprintf(stderr, "keeld: cannot signal pid %ld: %s\n",
-				(long)pid, strerror(errno));
+			fprintf(stderr, "%s: cannot signal pid %ld: %s\n",
+				log_ident(), (long)pid, strerror(errno));
 	}
 	errbuf_clear(&eb);
 	free(pidfile);

@@ -45,10 +45,11 @@ daemonize_begin(void)
 		if (got > 0 && buf[0] == '0')
 			_exit(0);
 		if (got > 1)
-			fprintf(stderr, "keeld: %s\n", buf + 1);
+			fprintf(stderr, "%s: %s\n", log_ident(), buf + 1);
 		else
 			fprintf(stderr,
-				"keeld: the daemon exited during start-up\n");
+				"%s: the daemon exited during start-up\n",
+				log_ident());
 		_exit(1);
 	}
 	close(p[0]);

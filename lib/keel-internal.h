@@ -1,9 +1,11 @@
+/* SPDX-License-Identifier: ISC */
 /* Internal interfaces of libkeel; never installed. */
 #ifndef KEEL_INTERNAL_H
 #define KEEL_INTERNAL_H
 
-#include <confuse.h>
+#include <keel/daemon.h>
 #include <keel/log.h>
+#include <keel/metrics.h>
 #include <keel/module.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -29,6 +31,7 @@ void errbuf_clear(struct errbuf *eb);
 
 /* ---- logging (log.c) ---- */
 void log_init(const char *ident, int level);
+const char *log_ident(void);
 int log_level_parse(const char *name);
 const char *log_level_name(int level);
 int log_configure(const char *target, int level, struct errbuf *eb);
@@ -48,17 +51,28 @@ __attribute__((noreturn)) void fatalx(const char *fmt, ...) KEEL_PRINTF(1, 2);
 #define CONFIG_MAX_SIZE  (1 << 20)
 #define CONFIG_MAX_DEPTH 32
 
+/* Where an option of a section (or of the top level) is written. */
+struct config_opt_pos {
+	char *key;
+	char *file; /* top-level options only (sections have theirs) */
+	int line;
+};
 struct config_section_pos {
 	char *file;
 	char *name;
 	char *title;
 	int line;
+	struct config_opt_pos *opts;
+	size_t nopts;
 };
 struct config_scan {
 	struct config_section_pos *secs;
 	size_t nsecs;
-	char *pidfile;   /* top-level pidfile = "..." if seen */
-	char *statefile; /* top-level state-file = "..." if seen */
+	struct config_opt_pos *root; /* top-level options */
+	size_t nroot;
+	struct keel_list load; /* the top-level `load`, as written */
+	char *pidfile;         /* top-level pidfile = "..." if seen */
+	char *statefile;       /* top-level state-file = "..." if seen */
 	/* If set by the caller: receives the text with comments blanked
 	 * (newlines kept), for libconfuse. May be the text itself. */
 	char *clean;
@@ -68,17 +82,12 @@ int config_scan_text(const char *file, const char *text, size_t len,
 void config_scan_free(struct config_scan *sc);
 int config_read_file(const char *path, char **text, size_t *len,
 		     struct errbuf *eb);
-cfg_t *config_load(struct keel *k, const char *path, struct errbuf *eb);
-int config_validate(struct keel *k, cfg_t *cfg, struct errbuf *eb);
-int config_section_line(const char *name, const char *title);
-const char *config_display_name(const char *filename);
 int config_peek_paths(const char *path, char **pidfile, char **statefile);
-double config_float(cfg_t *cfg, const char *name);
 
 /*
- * The core's own values of a configuration. keeld keeps these, not the
- * parsed tree (libconfuse keeps some 6 KB per section: 6 MB for a
- * thousand serial ports).
+ * The core's own values of a configuration, filled from the core's option
+ * table. keeld keeps these and the modules' structs, not libconfuse's tree
+ * (some 6 KB per section: 6 MB for a thousand serial ports).
  */
 struct keel_core {
 	char *pidfile;
@@ -86,35 +95,119 @@ struct keel_core {
 	char *log;   /* NULL: not set */
 	char *user;  /* NULL: not set */
 	char *group; /* NULL: not set */
-	int level;
+	int level;   /* index into the log-level words */
 	double shutdown_timeout;
+	struct keel_list load;
 };
-int config_core(cfg_t *cfg, struct keel_core *core);
+int core_level(const struct keel_core *core);
+int core_loads(const struct keel_core *core, const char *name);
 void config_core_free(struct keel_core *core);
 
-/* ---- modules (module.c) ---- */
+/* One section of a parsed configuration, converted. */
+struct config_section {
+	struct keel_module *m;
+	char *title;
+	const struct config_section_pos *pos; /* NULL: not written */
+	void *conf; /* the module's filled struct; taken by an instance */
+};
+
+/* A parsed, converted configuration: what a transaction proposes. */
+struct config {
+	char *path;
+	struct keel_core core;
+	void *root_conf; /* the application's top-level options */
+	const struct keel_option *root_opts;
+	struct config_section *secs;
+	size_t nsecs;
+	struct config_scan scan; /* where everything is written */
+};
+struct config *config_load(struct keel *k, const char *path, struct errbuf *eb);
+void config_free(struct config *c);
+void config_module_free(struct keel_module *m);
+int config_loads(const struct config *c, const char *name);
+int config_opt_line(const struct config *c, const struct config_section *sec,
+		    const char *option, const char **file);
+void config_section_where(const struct config_section *sec, char *buf,
+			  size_t len);
+
+/* ---- typed options (option.c) ---- */
+int option_index(const struct keel_option *opts, const char *name);
+int option_count(const struct keel_option *opts);
+int option_parse(const struct keel_option *o, const char *text, void *conf,
+		 char *err, size_t errlen);
+void option_conf_free(const struct keel_option *opts, void *conf);
+int option_equal(const struct keel_option *o, const void *a, const void *b);
+uint64_t option_diff(const struct keel_option *opts, const void *a,
+		     const void *b);
+const char *option_text(const struct keel_option *o, const void *conf,
+			char *buf, size_t len);
+int option_check_table(const struct keel_option *opts, size_t conf_size,
+		       char *why, size_t whylen);
+
+/* ---- metrics (metrics.c) ---- */
+struct keel_metric {
+	struct keel_metric *next;
+	enum keel_metric_type type;
+	char *name, *help, *label, *value;
+	int64_t v;
+	const uint64_t *src;
+};
+struct keel_metric *metric_new(struct keel_metric **list,
+			       enum keel_metric_type type, const char *name,
+			       const char *help, const char *label,
+			       const char *value);
+void metric_free_all(struct keel_metric *mt);
+void metric_status(const struct keel_metric *mt, struct keel_status *st);
+
+/* ---- modules and instances (module.c) ---- */
 enum module_state { MODULE_IDLE, MODULE_RUNNING, MODULE_STOPPING };
 struct keel_module {
 	struct keel_module *next;
 	struct keel *k;
 	char *name;
-	char *path;
+	char *path; /* NULL: built in */
 	void *dl;
 	const struct keel_module_desc *desc;
+	int root;       /* the application's top-level options */
+	void *cfg_opts; /* libconfuse's schema of the section (config.c) */
 	enum module_state state;
 	int started_now; /* started by the transaction under way */
 	int remove_now;  /* removed by the transaction under way */
-	void *txn;
 	void *data;
-	struct keel_counter *counters;
-	struct errbuf *eb; /* where keel_module_error writes, during prepare */
+	struct keel_metric *metrics;
+	struct keel_instance *instances; /* in configuration order */
+	struct errbuf *eb;               /* where errors go, during prepare */
 };
+
+enum instance_state { INSTANCE_PROPOSED, INSTANCE_RUNNING, INSTANCE_REMOVING };
+struct keel_instance {
+	struct keel_instance *next;
+	struct keel_module *m;
+	char *title;
+	enum instance_state state;
+	void *conf;      /* running; NULL while proposed */
+	void *next_conf; /* proposed by the transaction under way */
+	enum keel_change change;
+	uint64_t changed;                /* bit i: option i differs */
+	int prepared;                    /* abort is owed */
+	int matched;                     /* the new configuration keeps it */
+	struct keel_instance *successor; /* re-created as */
+	int in_hook, gone;
+	void *data, *plan;
+	struct keel_metric *metrics;
+	const struct config *cfg; /* during a transaction */
+	const struct config_section *sec;
+};
+
 struct module_refused {
 	struct module_refused *next;
 	char *name;
 	char *reason;
 };
 int module_scan(struct keel *k, const char *dir);
+int module_register(struct keel *k, const struct keel_module_desc *d,
+		    const char *path, void *dl, int root, char *why,
+		    size_t whylen);
 struct keel_module *module_find(struct keel *k, const char *name);
 const char *module_refusal(struct keel *k, const char *name);
 void module_unload_all(struct keel *k);
@@ -122,12 +215,37 @@ int module_load_file(struct keel *k, const char *dir, const char *file,
 		     char *why, size_t whylen);
 void module_notify(struct keel *k, enum keel_event ev);
 void module_status(struct keel *k, struct keel_status *st);
-void module_order(struct keel *k, cfg_t *cfg);
-void module_stop(struct keel_module *m);
+void module_order(struct keel *k, const struct config *c);
+void module_stop(struct keel_module *m, unsigned int flags);
+struct keel_instance *instance_new(struct keel_module *m, const char *title);
+void instance_remove(struct keel_instance *in, unsigned int flags);
+void instance_destroy(struct keel_instance *in);
 
-/* ---- status dumps (status.c) ---- */
+/* ---- status (status.c) ---- */
+enum status_type {
+	STATUS_STR,
+	STATUS_INT,
+	STATUS_UINT,
+	STATUS_DOUBLE,
+	STATUS_BOOL,
+	STATUS_TIME,
+	STATUS_PUSH,
+	STATUS_POP,
+};
+struct status_entry {
+	enum status_type type;
+	char *key;
+	union {
+		char *s;
+		int64_t i;
+		uint64_t u;
+		double d;
+	} v;
+};
 struct keel_status {
-	struct evbuffer *buf;
+	struct status_entry *e;
+	size_t n, cap;
+	char *text;
 };
 struct keel_status *status_new(void);
 void status_free(struct keel_status *st);
@@ -160,41 +278,56 @@ void daemonize_ready(int fd);
 void daemonize_failed(int fd, const char *msg);
 
 /* ---- signals (sig.c) ---- */
-void sig_block_early(void);
+void sig_block_early(const struct keel_app *app);
 int sig_install(struct keel *k);
-void sig_unblock(void);
+void sig_unblock(const struct keel *k);
 void sig_free(struct keel *k);
 const char *sig_name(int signo);
 
-/* ---- the daemon (keel.c, reload.c) ---- */
+/* ---- the daemon (keel.c, reload.c, main.c) ---- */
 struct keel_options {
+	const struct keel_app *app;
 	const char *config;      /* -f */
-	const char *module_path; /* -M */
+	const char *module_path; /* -M; NULL: none */
 	const char *pidfile;     /* -p */
 	int foreground;          /* -n */
 	int debug;               /* -d */
 };
 
-#define KEEL_NSIG 6
+/* How far a stop has come. */
+enum keel_stopping {
+	STOP_NONE,     /* running */
+	STOP_BEGUN,    /* SIGTERM seen, modules told */
+	STOP_DRAINING, /* modules stop one at a time */
+	STOP_FREEING,  /* past the loop: stops are not drains to report */
+};
+
+#define KEEL_NSIG_MAX 16
 struct keel {
 	struct keel_options opt;
+	const struct keel_app *app;
 	char *config_path; /* absolute */
 	struct event_base *base;
 	struct keel_core core; /* the running configuration's core values */
 	struct keel_module *modules;
 	struct module_refused *refused;
+	struct keel_metric *metrics; /* the core's own */
+	struct keel_metric *m_reload_ok, *m_reload_failed;
 	unsigned long generation;
 	unsigned long reloads_started;
 	unsigned long reloads_done;
 	char *last_reload; /* "ok" or "failed: ..." */
 	time_t started;
 	struct timespec started_mono;
-	struct event *sig_ev[KEEL_NSIG];
+	int nsig;
+	int sig_no[KEEL_NSIG_MAX];
+	enum keel_action sig_action[KEEL_NSIG_MAX];
+	struct keel_metric *sig_count[KEEL_NSIG_MAX];
+	struct event *sig_ev[KEEL_NSIG_MAX];
 	struct event *reload_ev;
-	struct event *stop_ev;
 	struct event *stop_timer;
 	struct event *watchdog_ev;
-	int stopping;
+	enum keel_stopping stopping;
 	int pidfd;
 	char *pidfile;
 	char *statefile;
@@ -204,20 +337,25 @@ struct keel {
 	unsigned long dumps;
 };
 
-int reload_transaction(struct keel *k, cfg_t *parsed, unsigned int flags,
+int keel_modules_init(struct keel *k, struct errbuf *eb);
+int reload_transaction(struct keel *k, struct config *c, unsigned int flags,
 		       struct errbuf *eb);
 void keel_apply_core(struct keel *k, const struct keel_core *old);
 void keel_reload_request(struct keel *k);
 void keel_stop_request(struct keel *k, int signo);
 void keel_status_dump(struct keel *k, int to_log);
+int keel_status_requested(struct keel *k);
 void keel_wake(struct keel *k);
 void keel_module_drained(struct keel *k);
 void keel_write_state(struct keel *k);
+const char *keel_default_pidfile(const struct keel_app *app, char *buf,
+				 size_t len);
+const char *keel_default_statefile(const struct keel_app *app, char *buf,
+				   size_t len);
 
-KEEL_EXPORT int keel_main_run(const struct keel_options *opt);
-KEEL_EXPORT int keel_main_check(const struct keel_options *opt);
-KEEL_EXPORT int keel_main_control(const struct keel_options *opt,
-				  const char *cmd);
-KEEL_EXPORT void keel_main_early(void);
+int keel_main_run(const struct keel_options *opt);
+int keel_main_check(const struct keel_options *opt);
+int keel_main_control(const struct keel_options *opt, const char *cmd);
+void keel_main_early(const struct keel_app *app);
 
 #endif

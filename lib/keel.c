@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The daemon: start-up, the loop, reload requests, stop, status. */
 #include "keel-internal.h"
 
@@ -25,18 +26,24 @@ keel_monotonic_usec(void)
 	       (unsigned long long)ts.tv_nsec / 1000ULL;
 }
 
-/* A timeval from seconds. */
-struct timeval
-keel_timeval(double seconds)
+/* /run/NAME.pid, unless the application names its pidfile. */
+const char *
+keel_default_pidfile(const struct keel_app *app, char *buf, size_t len)
 {
-	struct timeval tv;
+	if (app->pidfile != NULL)
+		return app->pidfile;
+	snprintf(buf, len, "/run/%s.pid", app->name);
+	return buf;
+}
 
-	if (seconds < 0)
-		seconds = 0;
-
-	tv.tv_sec = (time_t)seconds;
-	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
-	return tv;
+/* /run/NAME/state, unless the application names its state file. */
+const char *
+keel_default_statefile(const struct keel_app *app, char *buf, size_t len)
+{
+	if (app->statefile != NULL)
+		return app->statefile;
+	snprintf(buf, len, "/run/%s/state", app->name);
+	return buf;
 }
 
 /* Replace k->last_reload. */
@@ -51,7 +58,7 @@ keel_set_last_reload(struct keel *k, const char *fmt, const char *detail)
 	k->last_reload = s;
 }
 
-/* Build the status dump every consumer shares. */
+/* Build the status every consumer shares, from the one registry. */
 static struct keel_status *
 keel_status_build(struct keel *k)
 {
@@ -65,7 +72,7 @@ keel_status_build(struct keel *k)
 		return NULL;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	for (m = k->modules; m != NULL; m = m->next) {
-		if (m->state == MODULE_IDLE)
+		if (m->state == MODULE_IDLE || m->root)
 			continue;
 		used += (size_t)snprintf(
 			mods + used, sizeof(mods) - used, "%s%s %s%s",
@@ -74,21 +81,22 @@ keel_status_build(struct keel *k)
 		if (used >= sizeof(mods))
 			break;
 	}
-	keel_status_add(st, "pid", "%ld", (long)getpid());
-	keel_status_add(st, "version", "%s", KEEL_VERSION);
-	keel_status_add(st, "state", "%s",
-			k->stopping ? "stopping" : "running");
-	keel_status_add(st, "uptime", "%lld",
-			(long long)(now.tv_sec - k->started_mono.tv_sec));
-	keel_status_add(st, "started", "%lld", (long long)k->started);
-	keel_status_add(st, "generation", "%lu", k->generation);
-	keel_status_add(st, "last-reload", "%s",
+	keel_status_int(st, "pid", (int64_t)getpid());
+	keel_status_str(st, "version", k->app->version);
+	keel_status_str(st, "state",
+			k->stopping != STOP_NONE ? "stopping" : "running");
+	keel_status_int(st, "uptime",
+			(int64_t)(now.tv_sec - k->started_mono.tv_sec));
+	keel_status_time(st, "started", k->started);
+	keel_status_uint(st, "generation", k->generation);
+	keel_status_str(st, "last-reload",
 			k->last_reload != NULL ? k->last_reload : "none");
-	keel_status_add(st, "reload-started", "%lu", k->reloads_started);
-	keel_status_add(st, "reload-done", "%lu", k->reloads_done);
-	keel_status_add(st, "dumps", "%lu", k->dumps);
-	keel_status_add(st, "config", "%s", k->config_path);
-	keel_status_add(st, "modules", "%s", mods);
+	keel_status_uint(st, "reload-started", k->reloads_started);
+	keel_status_uint(st, "reload-done", k->reloads_done);
+	keel_status_uint(st, "dumps", k->dumps);
+	keel_status_str(st, "config", k->config_path);
+	keel_status_str(st, "modules", mods);
+	metric_status(k->metrics, st);
 	module_status(k, st);
 	return st;
 }
@@ -109,7 +117,22 @@ keel_write_state(struct keel *k)
 	status_free(st);
 }
 
-/* SIGUSR2: status to the log (when asked) and to the state file. */
+/*
+ * Did `-s status` ask for this refresh? It leaves STATEFILE.request before
+ * sending SIGUSR2: a poll of the status must not fill the log.
+ */
+int
+keel_status_requested(struct keel *k)
+{
+	char path[PATH_MAX];
+
+	if (k->statefile == NULL || snprintf(path, sizeof(path), "%s.request",
+					     k->statefile) >= (int)sizeof(path))
+		return 0;
+	return unlink(path) == 0;
+}
+
+/* SIGUSR2: status to the log (unless -s status asked) and the state file. */
 void
 keel_status_dump(struct keel *k, int to_log)
 {
@@ -167,13 +190,14 @@ keel_reload_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	k->reload_pending = 0;
-	if (k->stopping)
+	if (k->stopping != STOP_NONE)
 		return;
 	k->reloads_started++;
 	keel_write_state(k);
 	notify_send("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading",
 		    keel_monotonic_usec());
 	if (reload_transaction(k, NULL, 0, &eb) == 0) {
+		keel_metric_add(k->m_reload_ok, 1);
 		k->generation++;
 		keel_set_last_reload(k, "ok%s", "");
 		log_info("reload applied: generation %lu", k->generation);
@@ -182,6 +206,7 @@ keel_reload_cb(evutil_socket_t fd, short what, void *arg)
 			"READY=1\nSTATUS=running, generation %lu (reload applied)",
 			k->generation);
 	} else {
+		keel_metric_add(k->m_reload_failed, 1);
 		keel_log_errors(&eb);
 		keel_set_last_reload(k, "failed: %s",
 				     eb.first != NULL ? eb.first
@@ -224,7 +249,7 @@ keel_apply_core(struct keel *k, const struct keel_core *old)
 	const struct keel_core *c = &k->core;
 	struct errbuf eb = { 0 };
 	const char *target;
-	int level = k->opt.debug ? KEEL_LOG_DEBUG : c->level;
+	int level = k->opt.debug ? KEEL_LOG_DEBUG : core_level(c);
 
 	if (c->log != NULL)
 		target = c->log;
@@ -237,8 +262,7 @@ keel_apply_core(struct keel *k, const struct keel_core *old)
 	errbuf_clear(&eb);
 	if (old == NULL)
 		return;
-	/* The state file moves with the configuration: keeld -s reads it there.
-	 */
+	/* The state file moves with the configuration: -s reads it there. */
 	if (k->statefile != NULL && strcmp(k->statefile, c->statefile) != 0) {
 		char *moved = strdup(c->statefile);
 
@@ -251,13 +275,15 @@ keel_apply_core(struct keel *k, const struct keel_core *old)
 	}
 	if (keel_differ(old->pidfile, c->pidfile))
 		log_warnx(
-			"pidfile changed: it takes effect only when keeld restarts");
+			"pidfile changed: it takes effect only when %s restarts",
+			log_ident());
 	if (keel_differ(old->user, c->user))
-		log_warnx(
-			"user changed: it takes effect only when keeld restarts");
+		log_warnx("user changed: it takes effect only when %s restarts",
+			  log_ident());
 	if (keel_differ(old->group, c->group))
 		log_warnx(
-			"group changed: it takes effect only when keeld restarts");
+			"group changed: it takes effect only when %s restarts",
+			log_ident());
 }
 
 /* Every module has drained (or the second signal came): leave the loop. */
@@ -286,14 +312,14 @@ keel_stop_next(struct keel *k)
 		for (m = k->modules; m != NULL; m = m->next) {
 			if (m->state == MODULE_STOPPING) {
 				k->stop_walking = 0;
-				return; /* wait for its keel_module_stopped() */
+				return; /* wait for its instances to drain */
 			}
 			if (m->state == MODULE_RUNNING)
 				last = m;
 		}
 		if (last == NULL)
 			break;
-		module_stop(last);
+		module_stop(last, 0);
 	}
 	k->stop_walking = 0;
 	log_info("every module has drained");
@@ -305,7 +331,7 @@ void
 keel_module_drained(struct keel *k)
 {
 
-	if (k->stopping == 2)
+	if (k->stopping == STOP_DRAINING)
 		keel_stop_next(k);
 }
 
@@ -329,19 +355,19 @@ keel_stop_request(struct keel *k, int signo)
 {
 	struct timeval tv;
 
-	if (k->stopping) {
+	if (k->stopping != STOP_NONE) {
 		log_info("received %s again: stopping now", sig_name(signo));
 		keel_stop_now(k);
 		return;
 	}
 	log_info("received %s: stopping", sig_name(signo));
-	k->stopping = 1;
+	k->stopping = STOP_BEGUN;
 	notify_send("STOPPING=1\nSTATUS=stopping");
 	module_notify(k, KEEL_EVENT_SHUTDOWN);
 	keel_write_state(k);
 	tv = keel_timeval(k->core.shutdown_timeout);
 	evtimer_add(k->stop_timer, &tv);
-	k->stopping = 2;
+	k->stopping = STOP_DRAINING;
 	keel_stop_next(k);
 }
 
@@ -362,14 +388,9 @@ keel_free(struct keel *k)
 	struct keel_module *m;
 
 	/* Past the loop: a module stopping now is not a drain to report. */
-	k->stopping = 3;
-	for (m = k->modules; m != NULL; m = m->next) {
-		if (m->state == MODULE_RUNNING)
-			module_stop(m);
-		/* A second stop means: release everything now. */
-		if (m->state == MODULE_STOPPING)
-			m->desc->stop(m);
-	}
+	k->stopping = STOP_FREEING;
+	for (m = k->modules; m != NULL; m = m->next)
+		module_stop(m, KEEL_REMOVE_NOW);
 	sig_free(k);
 	if (k->reload_ev != NULL)
 		event_free(k->reload_ev);
@@ -379,6 +400,7 @@ keel_free(struct keel *k)
 		event_free(k->watchdog_ev);
 	config_core_free(&k->core);
 	module_unload_all(k);
+	metric_free_all(k->metrics);
 	if (k->base != NULL)
 		event_base_free(k->base);
 	if (k->statefile != NULL && k->generation > 0)
@@ -398,6 +420,61 @@ keel_print_errors(const struct errbuf *eb)
 {
 	if (eb->text != NULL)
 		fputs(eb->text, stderr);
+}
+
+/*
+ * Register the application's options and built-in modules, then the
+ * loadable ones. A built-in module that fails the checks is the program's
+ * own bug: start-up fails with the reason.
+ */
+int
+keel_modules_init(struct keel *k, struct errbuf *eb)
+{
+	const struct keel_module_desc *const *d;
+	char why[1024];
+
+	k->app = k->opt.app;
+	if (k->app->root != NULL &&
+	    module_register(k, k->app->root, NULL, NULL, 1, why, sizeof(why)) ==
+		    -1) {
+		errbuf_add(eb, "%s: top-level options: %s", k->app->name, why);
+		return -1;
+	}
+	for (d = k->app->modules; d != NULL && *d != NULL; d++)
+		if (module_register(k, *d, NULL, NULL, 0, why, sizeof(why)) ==
+		    -1) {
+			errbuf_add(eb, "built-in module '%s': %s",
+				   (*d)->name != NULL ? (*d)->name : "?", why);
+			return -1;
+		}
+	if (k->opt.module_path != NULL)
+		module_scan(k, k->opt.module_path);
+	return 0;
+}
+
+/* The core's own metrics. */
+static int
+keel_metrics_init(struct keel *k)
+{
+	int i;
+
+	k->m_reload_ok = metric_new(
+		&k->metrics, KEEL_METRIC_COUNTER, "config_reloads_total",
+		"Configuration reloads by result.", "result", "ok");
+	k->m_reload_failed = metric_new(
+		&k->metrics, KEEL_METRIC_COUNTER, "config_reloads_total",
+		"Configuration reloads by result.", "result", "failed");
+	if (k->m_reload_ok == NULL || k->m_reload_failed == NULL)
+		return -1;
+	for (i = 0; i < k->nsig; i++) {
+		k->sig_count[i] = metric_new(&k->metrics, KEEL_METRIC_COUNTER,
+					     "signals_total",
+					     "Signals received, by name.",
+					     "signal", sig_name(k->sig_no[i]));
+		if (k->sig_count[i] == NULL)
+			return -1;
+	}
+	return 0;
 }
 
 /* Allocate the context, find the configuration and load the modules. */
@@ -422,7 +499,12 @@ keel_new(const struct keel_options *opt, struct errbuf *eb)
 		return NULL;
 	}
 	k->config_path = real;
-	module_scan(k, opt->module_path);
+	if (keel_modules_init(k, eb) == -1) {
+		module_unload_all(k);
+		free(k->config_path);
+		free(k);
+		return NULL;
+	}
 	return k;
 }
 
@@ -458,7 +540,7 @@ keel_setup_loop(struct keel *k, struct errbuf *eb)
 	k->reload_ev = event_new(k->base, -1, 0, keel_reload_cb, k);
 	k->stop_timer = evtimer_new(k->base, keel_stop_timeout_cb, k);
 	if (k->reload_ev == NULL || k->stop_timer == NULL ||
-	    sig_install(k) == -1) {
+	    sig_install(k) == -1 || keel_metrics_init(k) == -1) {
 		errbuf_add(eb, "cannot set up signal and timer events");
 		return -1;
 	}
@@ -516,17 +598,17 @@ keel_make_state_dir(struct keel *k)
 	free(dir);
 }
 
-/* Run keeld: start, serve until stopped. Returns the exit status. */
+/* Run the daemon: start, serve until stopped. Returns the exit status. */
 int
 keel_main_run(const struct keel_options *opt)
 {
 	struct errbuf eb = { 0 };
 	struct keel *k;
-	cfg_t *cfg;
+	struct config *cfg;
 	pid_t holder;
-	const char *user, *group;
+	const char *user, *group, *name;
 
-	log_init("keeld", opt->debug ? KEEL_LOG_DEBUG : KEEL_LOG_INFO);
+	log_init(opt->app->name, opt->debug ? KEEL_LOG_DEBUG : KEEL_LOG_INFO);
 	k = keel_new(opt, &eb);
 	if (k == NULL) {
 		keel_print_errors(&eb);
@@ -537,13 +619,12 @@ keel_main_run(const struct keel_options *opt)
 	cfg = config_load(k, k->config_path, &eb);
 	if (cfg == NULL)
 		return keel_start_failed(k, &eb);
-	k->pidfile = keel_absolute(opt->pidfile != NULL
-					   ? opt->pidfile
-					   : cfg_getstr(cfg, "pidfile"));
-	k->statefile = strdup(cfg_getstr(cfg, "state-file"));
+	k->pidfile = keel_absolute(opt->pidfile != NULL ? opt->pidfile
+							: cfg->core.pidfile);
+	k->statefile = strdup(cfg->core.statefile);
 	k->pidfd = pidfile_acquire(k->pidfile, &holder, &eb);
 	if (k->pidfd == -1) {
-		cfg_free(cfg);
+		config_free(cfg);
 		return keel_start_failed(k, &eb);
 	}
 	if (notify_init() == 0 && !opt->foreground)
@@ -554,7 +635,7 @@ keel_main_run(const struct keel_options *opt)
 	k->started = time(NULL);
 	clock_gettime(CLOCK_MONOTONIC, &k->started_mono);
 	if (eb.count > 0 || keel_setup_loop(k, &eb) == -1) {
-		cfg_free(cfg);
+		config_free(cfg);
 		return keel_start_failed(k, &eb);
 	}
 	/* The first configuration is a transaction like any reload. */
@@ -573,51 +654,55 @@ keel_main_run(const struct keel_options *opt)
 		return keel_start_failed(k, &eb);
 	}
 	keel_write_state(k);
-	log_info("keeld %s started (pid %ld, generation 1, configuration %s)",
-		 KEEL_VERSION, (long)getpid(), k->config_path);
+	log_info("%s %s started (pid %ld, generation 1, configuration %s)",
+		 k->app->name, k->app->version, (long)getpid(), k->config_path);
 	notify_send("READY=1\nMAINPID=%ld\nSTATUS=running, generation 1",
 		    (long)getpid());
 	daemonize_ready(k->ready_fd);
 	k->ready_fd = -1;
-	sig_unblock();
+	sig_unblock(k);
 	event_base_dispatch(k->base);
-	log_info("keeld stopped");
+	/* Modules still draining are released in keel_free: log after it. */
+	name = k->app->name;
 	keel_free(k);
+	log_info("%s stopped", name);
 	log_close();
 	return 0;
 }
 
 /* Check that `user` and `group` name existing accounts. */
 static int
-keel_check_accounts(cfg_t *cfg, struct errbuf *eb)
+keel_check_accounts(const struct config *c, struct errbuf *eb)
 {
-	int bad = 0;
+	const char *file;
+	int bad = 0, line;
 
-	if (cfg_size(cfg, "user") > 0 &&
-	    getpwnam(cfg_getstr(cfg, "user")) == NULL) {
-		errbuf_add(eb, "%s: user '%s' does not exist", cfg->filename,
-			   cfg_getstr(cfg, "user"));
+	if (c->core.user != NULL && getpwnam(c->core.user) == NULL) {
+		line = config_opt_line(c, NULL, "user", &file);
+		errbuf_add(eb, "%s:%d: user '%s' does not exist", file, line,
+			   c->core.user);
 		bad = 1;
 	}
-	if (cfg_size(cfg, "group") > 0 &&
-	    getgrnam(cfg_getstr(cfg, "group")) == NULL) {
-		errbuf_add(eb, "%s: group '%s' does not exist", cfg->filename,
-			   cfg_getstr(cfg, "group"));
+	if (c->core.group != NULL && getgrnam(c->core.group) == NULL) {
+		line = config_opt_line(c, NULL, "group", &file);
+		errbuf_add(eb, "%s:%d: group '%s' does not exist", file, line,
+			   c->core.group);
 		bad = 1;
 	}
 	return bad ? -1 : 0;
 }
 
-/* keeld -t: everything a start or a reload would check, nothing more. */
+/* -t: everything a start or a reload would check, nothing more. */
 int
 keel_main_check(const struct keel_options *opt)
 {
 	struct errbuf eb = { 0 };
 	struct keel *k;
-	cfg_t *cfg;
+	struct config *cfg;
 	int rc = 1;
 
-	log_init("keeld", opt->debug ? KEEL_LOG_DEBUG : KEEL_LOG_WARNING);
+	log_init(opt->app->name,
+		 opt->debug ? KEEL_LOG_DEBUG : KEEL_LOG_WARNING);
 	k = keel_new(opt, &eb);
 	if (k == NULL) {
 		keel_print_errors(&eb);
@@ -627,7 +712,7 @@ keel_main_check(const struct keel_options *opt)
 	k->base = event_base_new();
 	cfg = k->base != NULL ? config_load(k, k->config_path, &eb) : NULL;
 	if (cfg != NULL && keel_check_accounts(cfg, &eb) == -1)
-		cfg_free(cfg);
+		config_free(cfg);
 	else if (cfg != NULL &&
 		 reload_transaction(k, cfg, KEEL_PREPARE_CHECK, &eb) == 0)
 		rc = 0;
@@ -642,9 +727,9 @@ keel_main_check(const struct keel_options *opt)
 
 /* First call in main: signal dispositions before anything can arrive. */
 void
-keel_main_early(void)
+keel_main_early(const struct keel_app *app)
 {
-	sig_block_early();
+	sig_block_early(app);
 	/*
 	 * Buffers of a streaming port come and go by 64 KiB: with glibc's
 	 * default trim threshold every batch grew and shrank the heap (a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Logging to syslog, stderr or a file, reopened on request. */
 #include "keel-internal.h"
 
@@ -22,7 +23,7 @@ static struct {
 	char *target;
 	const char *ident;
 	pid_t pid; /* glibc does not cache getpid(): one syscall per line */
-} log_state = { LOG_TO_STDERR, KEEL_LOG_INFO, -1, NULL, NULL, "keeld", 0 };
+} log_state = { LOG_TO_STDERR, KEEL_LOG_INFO, -1, NULL, NULL, "keel", 0 };
 
 static const char *const log_names[] = {
 	[KEEL_LOG_ERR] = "error",     [KEEL_LOG_WARNING] = "warning",
@@ -37,6 +38,13 @@ log_init(const char *ident, int level)
 	log_state.ident = ident;
 	log_state.level = level;
 	log_state.pid = getpid();
+}
+
+/* The program's name, for messages (the application's name). */
+const char *
+log_ident(void)
+{
+	return log_state.ident;
 }
 
 /* After fork: the pid in log lines changes. */

@@ -1,22 +1,22 @@
-/* Plugin modules: discovery, checks, loading, and the module API. */
+/* SPDX-License-Identifier: ISC */
+/*
+ * Modules, built in or loadable, through one registration and the same
+ * checks; their instances; the module API.
+ */
 #include "keel-internal.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-struct keel_counter {
-	struct keel_counter *next;
-	char *name;
-	uint64_t value;
-};
 
 /* Refuse a file or directory that someone else could have written. */
 static int
@@ -52,69 +52,136 @@ module_refuse(struct keel *k, const char *name, const char *why)
 	k->refused = r;
 }
 
-/* Check one descriptor; 0 when keeld can use it. */
+/* A valid module name: letters, digits, '-' and '_'. */
 static int
-module_check_desc(const struct keel_module_desc *d, const char *name, char *why,
-		  size_t whylen)
+module_name_ok(const char *s)
 {
-	const struct keel_validator *v;
+	if (s == NULL || *s == '\0' || strlen(s) > 64)
+		return 0;
+	for (; *s != '\0'; s++)
+		if (!isalnum((unsigned char)*s) && *s != '-' && *s != '_')
+			return 0;
+	return 1;
+}
 
+/* Check one descriptor; 0 when the framework can use it. */
+static int
+module_check_desc(const struct keel_app *app, const struct keel_module_desc *d,
+		  const char *name, int root, char *why, size_t whylen)
+{
 	if (d->abi != KEEL_MODULE_ABI) {
 		snprintf(why, whylen,
-			 "built for module ABI %u, this keeld supports ABI %u",
-			 (unsigned)d->abi, (unsigned)KEEL_MODULE_ABI);
+			 "built for module ABI %u, this %s supports ABI %u",
+			 (unsigned)d->abi, app->name,
+			 (unsigned)KEEL_MODULE_ABI);
 		return -1;
 	}
-	if (d->name == NULL || strcmp(d->name, name) != 0) {
-		snprintf(why, whylen, "its descriptor names it '%s', not '%s'",
-			 d->name != NULL ? d->name : "(null)", name);
-		return -1;
-	}
-	if (d->version == NULL || d->start == NULL || d->prepare == NULL ||
-	    d->commit == NULL || d->abort == NULL || d->stop == NULL) {
+	if (d->size < offsetof(struct keel_module_desc, reserved)) {
 		snprintf(
 			why, whylen,
-			"its descriptor lacks a version or one of the hooks start, prepare, commit, abort, stop");
+			"its descriptor has %u bytes, ABI %u needs at least %zu",
+			(unsigned)d->size, (unsigned)KEEL_MODULE_ABI,
+			offsetof(struct keel_module_desc, reserved));
 		return -1;
 	}
-	if (d->section != KEEL_SECTION_NONE && d->options == NULL) {
-		snprintf(why, whylen, "it declares a section without options");
+	if (!module_name_ok(d->name) ||
+	    (name != NULL && strcmp(d->name, name) != 0)) {
+		snprintf(why, whylen, "its descriptor names it '%s'%s%s%s",
+			 d->name != NULL ? d->name : "(null)",
+			 name != NULL ? ", not '" : " (not a valid name)",
+			 name != NULL ? name : "", name != NULL ? "'" : "");
 		return -1;
 	}
-	for (v = d->validators; v != NULL && v->option != NULL; v++) {
-		cfg_opt_t *o;
+	if (d->version == NULL) {
+		snprintf(why, whylen, "its descriptor has no version");
+		return -1;
+	}
+	if ((root || d->section != KEEL_SECTION_NONE) &&
+	    (d->prepare == NULL || d->commit == NULL || d->abort == NULL ||
+	     d->remove == NULL)) {
+		snprintf(
+			why, whylen,
+			"it has a section but lacks one of the hooks prepare, commit, abort, remove");
+		return -1;
+	}
+	if (!root && d->section != KEEL_SECTION_NONE &&
+	    d->section != KEEL_SECTION_SINGLE &&
+	    d->section != KEEL_SECTION_TITLED) {
+		snprintf(why, whylen, "unknown section kind %d",
+			 (int)d->section);
+		return -1;
+	}
+	if (d->label != NULL && !isalpha((unsigned char)d->label[0])) {
+		snprintf(why, whylen, "label '%s' is not a metric label",
+			 d->label);
+		return -1;
+	}
+	return option_check_table(d->options, d->conf_size, why, whylen);
+}
 
-		for (o = d->options; o != NULL && o->name != NULL; o++)
-			if (strcmp(o->name, v->option) == 0)
-				break;
-		if (o == NULL || o->name == NULL) {
-			snprintf(
-				why, whylen,
-				"a validator names option '%s', which its section does not have",
-				v->option);
-			return -1;
-		}
+/*
+ * Register a module, built in (@path NULL) or loaded (@dl its handle): the
+ * same checks for both. @return 0, or -1 with the reason (nothing kept).
+ */
+int
+module_register(struct keel *k, const struct keel_module_desc *d,
+		const char *path, void *dl, int root, char *why, size_t whylen)
+{
+	struct keel_module *m, **tail;
+	char name[256];
+
+	name[0] = '\0';
+	if (path != NULL) {
+		const char *base = strrchr(path, '/');
+		size_t n;
+
+		base = base != NULL ? base + 1 : path;
+		n = strlen(base);
+		snprintf(name, sizeof(name), "%.*s", (int)(n > 3 ? n - 3 : n),
+			 base);
 	}
+	if (module_check_desc(k->app, d, path != NULL ? name : NULL, root, why,
+			      whylen) == -1)
+		return -1;
+	if (module_find(k, d->name) != NULL) {
+		snprintf(why, whylen, "a module called '%s' is already there",
+			 d->name);
+		return -1;
+	}
+	m = calloc(1, sizeof(*m));
+	if (m == NULL || (m->name = strdup(d->name)) == NULL ||
+	    (path != NULL && (m->path = strdup(path)) == NULL)) {
+		if (m != NULL)
+			free(m->name);
+		free(m);
+		snprintf(why, whylen, "out of memory");
+		return -1;
+	}
+	m->k = k;
+	m->dl = dl;
+	m->desc = d;
+	m->root = root;
+	m->state = MODULE_IDLE;
+	for (tail = &k->modules; *tail != NULL; tail = &(*tail)->next)
+		;
+	*tail = m;
 	return 0;
 }
 
 /*
- * Load @dir/@file: check ownership and mode, dlopen it through the fd we
- * checked, check the descriptor. On failure undo everything and explain.
+ * Load @dir/@file: check ownership and mode, dlopen it, check the
+ * descriptor. On failure undo everything and explain.
  */
 int
 module_load_file(struct keel *k, const char *dir, const char *file, char *why,
 		 size_t whylen)
 {
-	char path[4096], name[256];
 	const struct keel_module_desc *d;
-	struct keel_module *m, **tail;
+	char path[4096];
 	struct stat st;
-	size_t n = strlen(file);
 	void *dl;
 	int fd;
 
-	snprintf(name, sizeof(name), "%.*s", (int)(n - 3), file);
 	snprintf(path, sizeof(path), "%s/%s", dir, file);
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd == -1) {
@@ -151,7 +218,7 @@ module_load_file(struct keel *k, const char *dir, const char *file, char *why,
 		dlclose(dl);
 		return -1;
 	}
-	if (module_check_desc(d, name, why, whylen) == -1) {
+	if (module_register(k, d, path, dl, 0, why, whylen) == -1) {
 		char inner[512];
 
 		snprintf(inner, sizeof(inner), "%s", why);
@@ -159,23 +226,6 @@ module_load_file(struct keel *k, const char *dir, const char *file, char *why,
 		dlclose(dl);
 		return -1;
 	}
-	m = calloc(1, sizeof(*m));
-	if (m == NULL || (m->name = strdup(name)) == NULL ||
-	    (m->path = strdup(path)) == NULL) {
-		if (m != NULL)
-			free(m->name);
-		free(m);
-		dlclose(dl);
-		snprintf(why, whylen, "out of memory");
-		return -1;
-	}
-	m->k = k;
-	m->dl = dl;
-	m->desc = d;
-	m->state = MODULE_IDLE;
-	for (tail = &k->modules; *tail != NULL; tail = &(*tail)->next)
-		;
-	*tail = m;
 	return 0;
 }
 
@@ -249,7 +299,7 @@ module_scan(struct keel *k, const char *dir)
 	return 0;
 }
 
-/* The loaded module called @name, or NULL. */
+/* The module called @name, or NULL. */
 struct keel_module *
 module_find(struct keel *k, const char *name)
 {
@@ -279,16 +329,15 @@ module_unload_all(struct keel *k)
 {
 	struct keel_module *m, *next;
 	struct module_refused *r, *rnext;
-	struct keel_counter *c, *cnext;
 
 	for (m = k->modules; m != NULL; m = next) {
 		next = m->next;
-		for (c = m->counters; c != NULL; c = cnext) {
-			cnext = c->next;
-			free(c->name);
-			free(c);
-		}
-		dlclose(m->dl);
+		while (m->instances != NULL)
+			instance_destroy(m->instances);
+		metric_free_all(m->metrics);
+		config_module_free(m);
+		if (m->dl != NULL)
+			dlclose(m->dl);
 		free(m->name);
 		free(m->path);
 		free(m);
@@ -315,56 +364,97 @@ module_notify(struct keel *k, enum keel_event ev)
 			m->desc->event(m, ev);
 }
 
-/* Append every running module's status and counters. */
+/* Every running module's metrics and instances, as groups. */
 void
 module_status(struct keel *k, struct keel_status *st)
 {
 	struct keel_module *m;
-	struct keel_counter *c;
+	struct keel_instance *in;
 
 	for (m = k->modules; m != NULL; m = m->next) {
-		if (m->state != MODULE_RUNNING)
+		if (m->state == MODULE_IDLE)
 			continue;
-		for (c = m->counters; c != NULL; c = c->next) {
-			char key[256];
-
-			snprintf(key, sizeof(key), "counter.%s.%s", m->name,
-				 c->name);
-			keel_status_add(st, key, "%llu",
-					(unsigned long long)c->value);
+		keel_status_push(st, m->root ? "" : m->name);
+		metric_status(m->metrics, st);
+		for (in = m->instances; in != NULL; in = in->next) {
+			if (in->state == INSTANCE_PROPOSED)
+				continue;
+			keel_status_push(st, in->title);
+			if (in->state == INSTANCE_REMOVING)
+				keel_status_bool(st, "removing", 1);
+			if (m->desc->status != NULL)
+				m->desc->status(in, st);
+			metric_status(in->metrics, st);
+			keel_status_pop(st);
 		}
-		if (m->desc->status != NULL)
-			m->desc->status(m, st);
+		keel_status_pop(st);
 	}
 }
 
-/* Ask one running module to stop. */
-void
-module_stop(struct keel_module *m)
+/* The module's instances are gone: finish its stop. */
+static void
+module_stopped(struct keel_module *m)
 {
-	if (m->state != MODULE_RUNNING)
+	if (m->state != MODULE_STOPPING || m->instances != NULL)
 		return;
+	if (m->desc->stop != NULL)
+		m->desc->stop(m);
+	m->state = MODULE_IDLE;
+	m->data = NULL;
+	metric_free_all(m->metrics);
+	m->metrics = NULL;
+	log_debug("module %s: stopped", m->name);
+	keel_module_drained(m->k);
+}
+
+/*
+ * Ask one module to stop: every instance is removed (drains, unless
+ * KEEL_REMOVE_NOW), then its stop hook runs.
+ */
+void
+module_stop(struct keel_module *m, unsigned int flags)
+{
+	struct keel_instance *in, *next;
+
+	if (m->state == MODULE_IDLE)
+		return;
+	if (m->state == MODULE_RUNNING)
+		log_debug("module %s: stopping", m->name);
 	m->state = MODULE_STOPPING;
-	log_debug("module %s: stopping", m->name);
-	m->desc->stop(m);
+	for (in = m->instances; in != NULL; in = next) {
+		next = in->next;
+		if (in->state == INSTANCE_RUNNING ||
+		    (in->state == INSTANCE_REMOVING &&
+		     (flags & KEEL_REMOVE_NOW)))
+			instance_remove(in, flags);
+	}
+	module_stopped(m);
 }
 
 /*
  * Order the modules as `load` lists them (the others after): they start in
  * that order and stop in the reverse one, so a module can rely on one
- * listed before it (serial on sim's device, say).
+ * listed before it (serial on sim's device, say). The application's own
+ * options come first.
  */
 void
-module_order(struct keel *k, cfg_t *cfg)
+module_order(struct keel *k, const struct config *c)
 {
 	struct keel_module *sorted = NULL, **tail = &sorted, **pp, *m;
-	unsigned int i, n = cfg_size(cfg, "load");
+	size_t i;
 
-	for (i = 0; i < n; i++) {
-		const char *name = cfg_getnstr(cfg, "load", i);
-
+	for (pp = &k->modules; *pp != NULL; pp = &(*pp)->next)
+		if ((*pp)->root) {
+			m = *pp;
+			*pp = m->next;
+			m->next = NULL;
+			*tail = m;
+			tail = &m->next;
+			break;
+		}
+	for (i = 0; i < c->core.load.n; i++) {
 		for (pp = &k->modules; *pp != NULL; pp = &(*pp)->next) {
-			if (strcmp((*pp)->name, name) != 0)
+			if (strcmp((*pp)->name, c->core.load.v[i]) != 0)
 				continue;
 			m = *pp;
 			*pp = m->next;
@@ -378,7 +468,78 @@ module_order(struct keel *k, cfg_t *cfg)
 	k->modules = sorted;
 }
 
+/* ---- instances ---- */
+
+/* A new, proposed instance at the end of @m's list. */
+struct keel_instance *
+instance_new(struct keel_module *m, const char *title)
+{
+	struct keel_instance *in = calloc(1, sizeof(*in)), **tail;
+
+	if (in == NULL || (in->title = strdup(title)) == NULL) {
+		free(in);
+		return NULL;
+	}
+	in->m = m;
+	in->state = INSTANCE_PROPOSED;
+	for (tail = &m->instances; *tail != NULL; tail = &(*tail)->next)
+		;
+	*tail = in;
+	return in;
+}
+
+/* Unlink and free an instance: configurations, metrics, itself. */
+void
+instance_destroy(struct keel_instance *in)
+{
+	struct keel_instance **pp;
+	const struct keel_option *opts = in->m->desc->options;
+
+	for (pp = &in->m->instances; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == in) {
+			*pp = in->next;
+			break;
+		}
+	option_conf_free(opts, in->conf);
+	option_conf_free(opts, in->next_conf);
+	metric_free_all(in->metrics);
+	free(in->title);
+	free(in);
+}
+
+/* Remove a running instance: the module drains it, or releases it now. */
+void
+instance_remove(struct keel_instance *in, unsigned int flags)
+{
+	struct keel_module *m = in->m;
+
+	in->state = INSTANCE_REMOVING;
+	in->change = KEEL_CHANGE_REMOVED;
+	in->in_hook = 1;
+	m->desc->remove(in, flags);
+	in->in_hook = 0;
+	if (in->gone || (flags & KEEL_REMOVE_NOW))
+		instance_destroy(in);
+	if (m->state == MODULE_STOPPING)
+		module_stopped(m);
+}
+
 /* ---- the public module API ---- */
+
+/* A timeval from seconds. */
+struct timeval
+keel_timeval(double seconds)
+{
+	struct timeval tv;
+
+	if (!(seconds > 0))
+		seconds = 0;
+	if (seconds > 1e9)
+		seconds = 1e9;
+	tv.tv_sec = (time_t)seconds;
+	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
+	return tv;
+}
 
 /* The event base. */
 struct event_base *
@@ -408,45 +569,6 @@ keel_module_data(const struct keel_module *m)
 	return m->data;
 }
 
-/* Record a configuration error, as FILE:LINE: module: message. */
-void
-keel_module_error(struct keel_module *m, cfg_t *sec, const char *fmt, ...)
-{
-	char msg[1024];
-	va_list ap;
-	int line = 0;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	if (sec != NULL)
-		line = config_section_line(sec->name, keel_section_title(sec));
-	if (sec != NULL && line == 0)
-		line = sec->line;
-	if (m->eb == NULL) {
-		keel_module_log(m, KEEL_LOG_ERR, "%s", msg);
-		return;
-	}
-	if (sec != NULL && sec->filename != NULL)
-		errbuf_add(m->eb, "%s:%d: %s: %s",
-			   config_display_name(sec->filename), line, m->name,
-			   msg);
-	else
-		errbuf_add(m->eb, "%s: %s", m->name, msg);
-}
-
-/* The module has drained. */
-void
-keel_module_stopped(struct keel_module *m)
-{
-	if (m->state != MODULE_STOPPING)
-		return;
-	m->state = MODULE_IDLE;
-	m->data = NULL;
-	log_debug("module %s: stopped", m->name);
-	keel_module_drained(m->k);
-}
-
 /* Log with the module's name as prefix. */
 void
 keel_module_log(struct keel_module *m, int level, const char *fmt, ...)
@@ -462,35 +584,145 @@ keel_module_log(struct keel_module *m, int level, const char *fmt, ...)
 	keel_log(level, "%s: %s", m->name, msg);
 }
 
-/* Find or create a counter. */
-struct keel_counter *
-keel_counter(struct keel_module *m, const char *name)
+/* The instance's module. */
+struct keel_module *
+keel_instance_module(const struct keel_instance *in)
 {
-	struct keel_counter *c, **tail;
-
-	for (tail = &m->counters; *tail != NULL; tail = &(*tail)->next)
-		if (strcmp((*tail)->name, name) == 0)
-			return *tail;
-	c = calloc(1, sizeof(*c));
-	if (c == NULL || (c->name = strdup(name)) == NULL) {
-		free(c);
-		return NULL;
-	}
-	*tail = c;
-	return c;
+	return in->m;
 }
 
-/* Add to a counter. */
+/* The section's title. */
+const char *
+keel_instance_name(const struct keel_instance *in)
+{
+	return in->title;
+}
+
+/* The running configuration. */
+const void *
+keel_instance_conf(const struct keel_instance *in)
+{
+	return in->conf;
+}
+
+/* What the transaction does to the instance. */
+enum keel_change
+keel_instance_change(const struct keel_instance *in)
+{
+	return in->change;
+}
+
+/* Does the transaction change @option? */
+int
+keel_instance_changed(const struct keel_instance *in, const char *option)
+{
+	int i = option_index(in->m->desc->options, option);
+
+	if (i < 0)
+		return 0;
+	if (in->change == KEEL_CHANGE_NEW || in->change == KEEL_CHANGE_RECREATE)
+		return 1;
+	return (in->changed >> i) & 1;
+}
+
+/* Attach the module's object. */
 void
-keel_counter_add(struct keel_counter *c, uint64_t n)
+keel_instance_set_data(struct keel_instance *in, void *data)
 {
-	if (c != NULL)
-		c->value += n;
+	in->data = data;
 }
 
-/* Read a counter. */
-uint64_t
-keel_counter_value(const struct keel_counter *c)
+/* The module's object. */
+void *
+keel_instance_data(const struct keel_instance *in)
 {
-	return c != NULL ? c->value : 0;
+	return in->data;
+}
+
+/* Attach a plan. */
+void
+keel_instance_set_plan(struct keel_instance *in, void *plan)
+{
+	in->plan = plan;
+}
+
+/* The plan. */
+void *
+keel_instance_plan(const struct keel_instance *in)
+{
+	return in->plan;
+}
+
+/* Iterate over running (and draining) instances. */
+struct keel_instance *
+keel_instance_next(struct keel_module *m, struct keel_instance *prev)
+{
+	struct keel_instance *in = prev != NULL ? prev->next : m->instances;
+
+	while (in != NULL && in->state == INSTANCE_PROPOSED)
+		in = in->next;
+	return in;
+}
+
+/* A configuration error from prepare, at the option's line. */
+void
+keel_instance_error(struct keel_instance *in, const char *option,
+		    const char *fmt, ...)
+{
+	char msg[1024], where[300];
+	const char *file;
+	va_list ap;
+	int line;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (in->m->eb == NULL || in->cfg == NULL) {
+		keel_instance_log(in, KEEL_LOG_ERR, "%s", msg);
+		return;
+	}
+	line = config_opt_line(in->cfg, in->m->root ? NULL : in->sec, option,
+			       &file);
+	config_section_where(in->m->root ? NULL : in->sec, where,
+			     sizeof(where));
+	if (line > 0)
+		errbuf_add(in->m->eb, "%s:%d: %s%s%s", file, line, where,
+			   where[0] != '\0' ? ": " : "", msg);
+	else
+		errbuf_add(in->m->eb, "%s: %s%s%s", file, where,
+			   where[0] != '\0' ? ": " : "", msg);
+}
+
+/* Log with the module's name and the title as prefix. */
+void
+keel_instance_log(struct keel_instance *in, int level, const char *fmt, ...)
+{
+	char msg[2048];
+	va_list ap;
+
+	if (!keel_log_enabled(level))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (in->title[0] != '\0')
+		keel_log(level, "%s: %s: %s", in->m->name, in->title, msg);
+	else
+		keel_log(level, "%s: %s", in->m->name, msg);
+}
+
+/* A removed instance has drained. */
+void
+keel_instance_removed(struct keel_instance *in)
+{
+	struct keel_module *m = in->m;
+
+	if (in->state != INSTANCE_REMOVING || in->gone)
+		return;
+	in->gone = 1;
+	if (in->in_hook)
+		return; /* instance_remove frees it when the hook returns */
+	instance_destroy(in);
+	if (m->state == MODULE_STOPPING)
+		module_stopped(m);
 }

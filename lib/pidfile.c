@@ -62,8 +62,8 @@ again:
 		if (e == EWOULDBLOCK)
 			errbuf_add(
 				eb,
-				"another keeld is running (pid %ld, pidfile %s locked)",
-				(long)*holder, path);
+				"another %s is running (pid %ld, pidfile %s locked)",
+				log_ident(), (long)*holder, path);
 		else
 			errbuf_add(eb, "cannot lock pidfile %s: %s", path,
 				   strerror(e));
@@ -112,7 +112,7 @@ pidfile_release(int fd, const char *path)
 }
 
 /*
- * The pid of the keeld holding @path, or 0 (reason in @eb) when no live
+ * The pid of the daemon holding @path, or 0 (reason in @eb) when no live
  * instance holds it: missing, empty or unlocked (stale).
  */
 pid_t
@@ -122,15 +122,15 @@ pidfile_running(const char *path, struct errbuf *eb)
 	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
 
 	if (fd == -1) {
-		errbuf_add(eb, "keeld is not running (pidfile %s: %s)", path,
-			   strerror(errno));
+		errbuf_add(eb, "%s is not running (pidfile %s: %s)",
+			   log_ident(), path, strerror(errno));
 		return 0;
 	}
 	if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
 		flock(fd, LOCK_UN);
 		close(fd);
-		errbuf_add(eb, "keeld is not running (pidfile %s is stale)",
-			   path);
+		errbuf_add(eb, "%s is not running (pidfile %s is stale)",
+			   log_ident(), path);
 		return 0;
 	}
 	pid = pidfile_read_fd(fd);

@@ -1,4 +1,10 @@
-/* The configuration transaction: parse, validate, prepare, commit or abort. */
+/* SPDX-License-Identifier: ISC */
+/*
+ * The configuration transaction: parse, validate, prepare, commit or abort,
+ * with the reconciliation of instances done here once for every module: the
+ * running instances of a module are matched to the new sections by title,
+ * and each is new, unchanged, changed in place, re-created or removed.
+ */
 #include "keel-internal.h"
 
 #include <errno.h>
@@ -8,31 +14,18 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Return non-zero when @cfg lists module @name in `load`. */
-static int
-reload_loads(cfg_t *cfg, const char *name)
-{
-	unsigned int i;
-
-	for (i = 0; i < cfg_size(cfg, "load"); i++)
-		if (strcmp(cfg_getnstr(cfg, "load", i), name) == 0)
-			return 1;
-	return 0;
-}
-
 /* The core's own prepare: can the new log file be opened? */
 static int
-reload_prepare_core(struct keel *k, cfg_t *cfg, struct errbuf *eb)
+reload_prepare_core(struct keel *k, const struct config *c, struct errbuf *eb)
 {
-	const char *target =
-		cfg_size(cfg, "log") > 0 ? cfg_getstr(cfg, "log") : NULL;
+	const char *target = c->core.log;
 	int fd;
 
 	(void)k;
 	if (target == NULL || target[0] != '/' ||
 	    strcmp(target, log_target()) == 0)
 		return 0;
-	/* Check without creating anything: keeld -t must leave no trace. */
+	/* Check without creating anything: -t must leave no trace. */
 	fd = open(target, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY);
 	if (fd != -1) {
 		close(fd);
@@ -50,96 +43,62 @@ reload_prepare_core(struct keel *k, cfg_t *cfg, struct errbuf *eb)
 		*slash = '\0';
 		ok = access(slash == dir ? "/" : dir, W_OK) == 0;
 		if (!ok)
-			errbuf_add(eb, "%s: log: cannot create %s: %s",
-				   cfg->filename, target, strerror(errno));
+			errbuf_add(eb, "%s: log: cannot create %s: %s", c->path,
+				   target, strerror(errno));
 		free(dir);
 		return ok ? 0 : -1;
 	}
-	errbuf_add(eb, "%s: log: cannot open %s: %s", cfg->filename, target,
+	errbuf_add(eb, "%s: log: cannot open %s: %s", c->path, target,
 		   strerror(errno));
 	return -1;
 }
 
-/* Stop the modules removed from load, last in the list first. */
-static void
-reload_remove(struct keel_module *m)
+/* The running instance of @m titled @title, or NULL. */
+static struct keel_instance *
+reload_match(struct keel_module *m, const char *title)
 {
-	if (m == NULL)
-		return;
-	reload_remove(m->next);
-	if (!m->remove_now)
-		return;
-	m->remove_now = 0;
-	keel_module_log(m, KEEL_LOG_INFO, "removed from load: stopping");
-	module_stop(m);
+	struct keel_instance *in;
+
+	for (in = m->instances; in != NULL; in = in->next)
+		if (in->state == INSTANCE_RUNNING && !in->matched &&
+		    strcmp(in->title, title) == 0)
+			return in;
+	return NULL;
 }
 
-/* Throw away what the transaction prepared and started. */
-static void
-reload_abort(struct keel *k)
-{
-	struct keel_module *m;
-
-	for (m = k->modules; m != NULL; m = m->next) {
-		if (m->txn != NULL) {
-			m->desc->abort(m, m->txn);
-			m->txn = NULL;
-		}
-		m->remove_now = 0;
-	}
-	for (m = k->modules; m != NULL; m = m->next) {
-		if (m->started_now) {
-			m->started_now = 0;
-			module_stop(m);
-			/* A module started for nothing has nothing to drain. */
-			if (m->state == MODULE_STOPPING)
-				m->desc->stop(m);
-		}
-	}
-}
-
-/* Prepare one module for @cfg, starting it first if it is new. */
+/* Non-zero when a changed option needs the instance re-created. */
 static int
-reload_prepare_module(struct keel_module *m, cfg_t *cfg, unsigned int flags,
-		      struct errbuf *eb)
+reload_needs_recreate(const struct keel_option *opts, uint64_t changed)
 {
-	int before = eb->count;
-	int rc;
+	int i;
 
-	if (m->state == MODULE_STOPPING) {
-		errbuf_add(
-			eb,
-			"%s: module '%s' is still stopping; try again when it has drained",
-			cfg->filename, m->name);
-		return -1;
-	}
-	if (m->state == MODULE_IDLE) {
-		m->eb = eb;
-		rc = m->desc->start(m);
-		m->eb = NULL;
-		if (rc == -1) {
-			if (eb->count == before)
-				errbuf_add(eb,
-					   "%s: module '%s' failed to start",
-					   cfg->filename, m->name);
-			return -1;
-		}
-		m->state = MODULE_RUNNING;
-		m->started_now = 1;
-	}
-	m->txn = NULL;
+	for (i = 0; opts != NULL && opts[i].name != NULL; i++)
+		if (((changed >> i) & 1) && (opts[i].flags & KEEL_OPT_RECREATE))
+			return 1;
+	return 0;
+}
+
+/* Call prepare for one instance; an error reported is a failure. */
+static int
+reload_prepare_instance(struct keel_instance *in, struct config *c,
+			const struct config_section *sec, unsigned int flags,
+			struct errbuf *eb)
+{
+	struct keel_module *m = in->m;
+	int before = eb->count, rc;
+
+	in->cfg = c;
+	in->sec = sec;
 	m->eb = eb;
-	rc = m->desc->prepare(m, cfg, flags, &m->txn);
+	rc = m->desc->prepare(in, in->next_conf, flags);
 	m->eb = NULL;
-	/* An error reported is a failure, whatever the hook returned. */
+	in->prepared = 1;
 	if (rc == -1 || eb->count > before) {
-		if (eb->count == before)
-			errbuf_add(eb,
-				   "%s: module '%s' rejected the configuration",
-				   cfg->filename, m->name);
-		if (m->txn != NULL) {
-			m->desc->abort(m, m->txn);
-			m->txn = NULL;
+		if (eb->count == before) {
+			m->eb = eb;
+			keel_instance_error(in, NULL,
+					    "rejected the configuration");
+			m->eb = NULL;
 		}
 		return -1;
 	}
@@ -147,66 +106,260 @@ reload_prepare_module(struct keel_module *m, cfg_t *cfg, unsigned int flags,
 }
 
 /*
- * Run one transaction for the configuration file. @parsed, when given, is a
+ * Propose one section (or the application's top level) to module @m:
+ * match it, compare it, prepare what changes. @conf is taken.
+ */
+static int
+reload_propose(struct keel_module *m, struct config *c,
+	       const struct config_section *sec, const char *title, void **conf,
+	       unsigned int flags, struct errbuf *eb)
+{
+	struct keel_instance *old = reload_match(m, title), *in;
+	uint64_t changed = 0;
+
+	if (old != NULL) {
+		old->matched = 1;
+		changed = option_diff(m->desc->options, old->conf, *conf);
+		if (changed == 0) {
+			old->change = KEEL_CHANGE_UNCHANGED;
+			return 0;
+		}
+		if (!reload_needs_recreate(m->desc->options, changed)) {
+			old->change = KEEL_CHANGE_INPLACE;
+			old->changed = changed;
+			old->next_conf = *conf;
+			*conf = NULL;
+			return reload_prepare_instance(old, c, sec, flags, eb);
+		}
+	}
+	in = instance_new(m, title);
+	if (in == NULL) {
+		errbuf_add(eb, "%s: out of memory", c->path);
+		return -1;
+	}
+	in->change = old != NULL ? KEEL_CHANGE_RECREATE : KEEL_CHANGE_NEW;
+	in->changed = changed;
+	in->next_conf = *conf;
+	*conf = NULL;
+	if (old != NULL) {
+		old->change = KEEL_CHANGE_RECREATE;
+		old->successor = in;
+	}
+	return reload_prepare_instance(in, c, sec, flags, eb);
+}
+
+/* Forget a transaction's marks on every instance of @m. */
+static void
+reload_clear(struct keel_module *m)
+{
+	struct keel_instance *in;
+
+	for (in = m->instances; in != NULL; in = in->next) {
+		in->matched = 0;
+		in->prepared = 0;
+		in->change = 0;
+		in->changed = 0;
+		in->successor = NULL;
+		in->cfg = NULL;
+		in->sec = NULL;
+		in->plan = NULL;
+	}
+}
+
+/* Throw away what the transaction prepared, proposed and started. */
+static void
+reload_abort(struct keel *k)
+{
+	struct keel_module *m;
+	struct keel_instance *in, *next;
+
+	for (m = k->modules; m != NULL; m = m->next) {
+		for (in = m->instances; in != NULL; in = next) {
+			next = in->next;
+			if (in->prepared)
+				m->desc->abort(in);
+			if (in->state == INSTANCE_PROPOSED) {
+				instance_destroy(in);
+				continue;
+			}
+			option_conf_free(m->desc->options, in->next_conf);
+			in->next_conf = NULL;
+		}
+		reload_clear(m);
+		m->remove_now = 0;
+	}
+	for (m = k->modules; m != NULL; m = m->next) {
+		if (m->started_now) {
+			m->started_now = 0;
+			/* A module started for nothing has nothing to drain. */
+			module_stop(m, KEEL_REMOVE_NOW);
+		}
+	}
+}
+
+/* Start a module that is not running yet. */
+static int
+reload_start(struct keel_module *m, const struct config *c, struct errbuf *eb)
+{
+	if (m->state == MODULE_STOPPING) {
+		errbuf_add(
+			eb,
+			"%s: module '%s' is still stopping; try again when it has drained",
+			c->path, m->name);
+		return -1;
+	}
+	if (m->state == MODULE_RUNNING)
+		return 0;
+	if (m->desc->start != NULL && m->desc->start(m) == -1) {
+		errbuf_add(eb, "%s: module '%s' failed to start", c->path,
+			   m->name);
+		return -1;
+	}
+	m->state = MODULE_RUNNING;
+	m->started_now = 1;
+	return 0;
+}
+
+/* Prepare every section of one module. */
+static int
+reload_prepare_module(struct keel_module *m, struct config *c,
+		      unsigned int flags, struct errbuf *eb)
+{
+	size_t i;
+
+	if (reload_start(m, c, eb) == -1)
+		return -1;
+	if (m->root)
+		return reload_propose(m, c, NULL, "", &c->root_conf, flags, eb);
+	for (i = 0; i < c->nsecs; i++) {
+		struct config_section *sec = &c->secs[i];
+
+		if (sec->m == m && reload_propose(m, c, sec, sec->title,
+						  &sec->conf, flags, eb) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+/*
+ * Commit one module: every prepared instance commits, then the removed and
+ * re-created ones are removed (as nginx opens the new cycle before closing
+ * the old: a published path or a socket handed over in prepare never
+ * disappears in between; a removed instance drains asynchronously anyway).
+ */
+static void
+reload_commit_module(struct keel_module *m, const struct config *c)
+{
+	struct keel_instance *in, *next, *kept = NULL, **tail = &kept, **pp;
+	size_t i;
+
+	for (in = m->instances; in != NULL; in = in->next) {
+		if (!in->prepared)
+			continue;
+		m->desc->commit(in, in->next_conf);
+		option_conf_free(m->desc->options, in->conf);
+		in->conf = in->next_conf;
+		in->next_conf = NULL;
+		in->state = INSTANCE_RUNNING;
+		in->matched = 1;
+	}
+	for (in = m->instances; in != NULL; in = next) {
+		next = in->next;
+		if (in->state == INSTANCE_RUNNING &&
+		    (!in->matched || in->successor != NULL)) {
+			keel_instance_log(in, KEEL_LOG_DEBUG, "%s",
+					  in->successor != NULL ? "re-created"
+								: "removed");
+			in->change = KEEL_CHANGE_REMOVED;
+			instance_remove(in, 0);
+		}
+	}
+	reload_clear(m);
+	/* Keep the list in configuration order: new ones were appended. */
+	for (i = 0; i < c->nsecs; i++) {
+		if (c->secs[i].m != m)
+			continue;
+		for (pp = &m->instances; *pp != NULL; pp = &(*pp)->next) {
+			in = *pp;
+			if (in->state == INSTANCE_RUNNING &&
+			    strcmp(in->title, c->secs[i].title) == 0) {
+				*pp = in->next;
+				in->next = NULL;
+				*tail = in;
+				tail = &in->next;
+				break;
+			}
+		}
+	}
+	*tail = m->instances;
+	m->instances = kept;
+}
+
+/*
+ * Run one transaction for the configuration file. @c, when given, is a
  * configuration already parsed from it (start-up) and is consumed. With
  * KEEL_PREPARE_CHECK everything is validated and prepared, then aborted.
- * On success the new core values are in k->core; the parsed tree is freed.
+ * On success the new core values are in k->core.
  */
 int
-reload_transaction(struct keel *k, cfg_t *parsed, unsigned int flags,
+reload_transaction(struct keel *k, struct config *c, unsigned int flags,
 		   struct errbuf *eb)
 {
 	struct keel_module *m;
-	cfg_t *cfg = parsed;
-	struct keel_core core, old;
+	struct keel_core old;
 
-	if (cfg == NULL)
-		cfg = config_load(k, k->config_path, eb);
-	if (cfg == NULL)
+	if (c == NULL)
+		c = config_load(k, k->config_path, eb);
+	if (c == NULL)
 		return -1;
-	if (reload_prepare_core(k, cfg, eb) == -1) {
-		cfg_free(cfg);
-		return -1;
-	}
-	if (config_core(cfg, &core) == -1) {
-		errbuf_add(eb, "%s: out of memory", cfg->filename);
-		cfg_free(cfg);
+	if (reload_prepare_core(k, c, eb) == -1) {
+		config_free(c);
 		return -1;
 	}
-	module_order(k, cfg);
+	module_order(k, c);
 	for (m = k->modules; m != NULL; m = m->next) {
-		if (!reload_loads(cfg, m->name)) {
+		if (!m->root && !config_loads(c, m->name)) {
 			m->remove_now = m->state == MODULE_RUNNING;
 			continue;
 		}
-		if (reload_prepare_module(m, cfg, flags, eb) == -1) {
+		if (reload_prepare_module(m, c, flags, eb) == -1) {
 			reload_abort(k);
-			config_core_free(&core);
-			cfg_free(cfg);
+			config_free(c);
 			return -1;
 		}
 	}
 	if (flags & KEEL_PREPARE_CHECK) {
 		reload_abort(k);
-		config_core_free(&core);
-		cfg_free(cfg);
+		config_free(c);
 		return 0;
 	}
 	/* Core first: what modules log while committing goes to the new log. */
 	old = k->core;
-	k->core = core;
+	k->core = c->core;
 	keel_apply_core(k, k->generation > 0 ? &old : NULL);
-	config_core_free(&old);
+	c->core = old; /* freed with @c */
 	for (m = k->modules; m != NULL; m = m->next) {
-		if (reload_loads(cfg, m->name)) {
-			m->desc->commit(m, m->txn);
-			m->txn = NULL;
+		if (m->root || core_loads(&k->core, m->name)) {
+			reload_commit_module(m, c);
 			m->started_now = 0;
 		}
 	}
-	reload_remove(k->modules);
-	/* Modules copied what they keep: the tree is not needed any more. */
-	cfg_free(cfg);
+	/* Modules removed from load stop, the last in the list first. */
+	for (;;) {
+		struct keel_module *last = NULL;
+
+		for (m = k->modules; m != NULL; m = m->next)
+			if (m->remove_now)
+				last = m;
+		if (last == NULL)
+			break;
+		last->remove_now = 0;
+		keel_module_log(last, KEEL_LOG_INFO,
+				"removed from load: stopping");
+		module_stop(last, 0);
+	}
+	/* Modules copied what they keep; instances took their structs. */
+	config_free(c);
 	/* Hand the parse's pages back (glibc keeps freed heap otherwise). */
 	malloc_trim(0);
 	return 0;

@@ -1,54 +1,248 @@
-/* Status dumps: `key: value` lines. */
+/* SPDX-License-Identifier: ISC */
+/*
+ * Structured status: typed fields in groups, kept as entries so that every
+ * renderer (the `key: value` text of -s status and the state file here, JSON
+ * in an HTTP module) walks the same tree. Nothing is formatted while a
+ * status is collected except by keel_status_printf.
+ */
 #include "keel-internal.h"
 
 #include <event2/buffer.h>
+#include <inttypes.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
-/* A new, empty dump. */
+#define STATUS_MAX_DEPTH 8
+
+/* A new, empty status. */
 struct keel_status *
 status_new(void)
 {
-	struct keel_status *st = calloc(1, sizeof(*st));
-
-	if (st == NULL)
-		return NULL;
-	st->buf = evbuffer_new();
-	if (st->buf == NULL) {
-		free(st);
-		return NULL;
-	}
-	return st;
+	return calloc(1, sizeof(struct keel_status));
 }
 
-/* Free a dump. */
+/* Free a status and its entries. */
 void
 status_free(struct keel_status *st)
 {
+	size_t i;
+
 	if (st == NULL)
 		return;
-	evbuffer_free(st->buf);
+	for (i = 0; i < st->n; i++) {
+		free(st->e[i].key);
+		if (st->e[i].type == STATUS_STR)
+			free(st->e[i].v.s);
+	}
+	free(st->e);
+	free(st->text);
 	free(st);
 }
 
-/* The dump as one NUL-terminated string. */
+/* Append one entry; the key is copied. NULL when out of memory. */
+static struct status_entry *
+status_append(struct keel_status *st, enum status_type type, const char *key)
+{
+	struct status_entry *e;
+
+	if (st == NULL)
+		return NULL;
+	if (st->n == st->cap) {
+		size_t cap = st->cap != 0 ? st->cap * 2 : 64;
+		struct status_entry *grown =
+			realloc(st->e, cap * sizeof(*grown));
+
+		if (grown == NULL)
+			return NULL;
+		st->e = grown;
+		st->cap = cap;
+	}
+	e = &st->e[st->n];
+	memset(e, 0, sizeof(*e));
+	e->type = type;
+	if (key != NULL && (e->key = strdup(key)) == NULL)
+		return NULL;
+	st->n++;
+	return e;
+}
+
+/* One field a line: a newline inside a value is shown as a space. */
+static void
+status_flatten(char *s)
+{
+	for (; s != NULL && *s != '\0'; s++)
+		if (*s == '\n' || *s == '\r')
+			*s = ' ';
+}
+
+/* A string field. */
+void
+keel_status_str(struct keel_status *st, const char *key, const char *value)
+{
+	struct status_entry *e = status_append(st, STATUS_STR, key);
+
+	if (e != NULL) {
+		e->v.s = strdup(value != NULL ? value : "");
+		status_flatten(e->v.s);
+	}
+}
+
+/* A formatted string field. */
+void
+keel_status_printf(struct keel_status *st, const char *key, const char *fmt,
+		   ...)
+{
+	struct status_entry *e = status_append(st, STATUS_STR, key);
+	va_list ap;
+
+	if (e == NULL)
+		return;
+	va_start(ap, fmt);
+	if (vasprintf(&e->v.s, fmt, ap) < 0)
+		e->v.s = NULL;
+	va_end(ap);
+	status_flatten(e->v.s);
+}
+
+/* A signed integer field. */
+void
+keel_status_int(struct keel_status *st, const char *key, int64_t value)
+{
+	struct status_entry *e = status_append(st, STATUS_INT, key);
+
+	if (e != NULL)
+		e->v.i = value;
+}
+
+/* An unsigned integer field. */
+void
+keel_status_uint(struct keel_status *st, const char *key, uint64_t value)
+{
+	struct status_entry *e = status_append(st, STATUS_UINT, key);
+
+	if (e != NULL)
+		e->v.u = value;
+}
+
+/* A floating-point field. */
+void
+keel_status_double(struct keel_status *st, const char *key, double value)
+{
+	struct status_entry *e = status_append(st, STATUS_DOUBLE, key);
+
+	if (e != NULL)
+		e->v.d = value;
+}
+
+/* A boolean field. */
+void
+keel_status_bool(struct keel_status *st, const char *key, int value)
+{
+	struct status_entry *e = status_append(st, STATUS_BOOL, key);
+
+	if (e != NULL)
+		e->v.i = value != 0;
+}
+
+/* A wall-clock time field. */
+void
+keel_status_time(struct keel_status *st, const char *key, time_t value)
+{
+	struct status_entry *e = status_append(st, STATUS_TIME, key);
+
+	if (e != NULL)
+		e->v.i = (int64_t)value;
+}
+
+/* Open a group. */
+void
+keel_status_push(struct keel_status *st, const char *key)
+{
+	status_append(st, STATUS_PUSH, key);
+}
+
+/* Close a group. */
+void
+keel_status_pop(struct keel_status *st)
+{
+	status_append(st, STATUS_POP, NULL);
+}
+
+/* Render one value. */
+static void
+status_value(struct evbuffer *out, const struct status_entry *e)
+{
+	switch (e->type) {
+	case STATUS_STR:
+		evbuffer_add_printf(out, "%s", e->v.s != NULL ? e->v.s : "");
+		break;
+	case STATUS_INT:
+	case STATUS_TIME:
+		evbuffer_add_printf(out, "%" PRId64, e->v.i);
+		break;
+	case STATUS_UINT:
+		evbuffer_add_printf(out, "%" PRIu64, e->v.u);
+		break;
+	case STATUS_DOUBLE:
+		evbuffer_add_printf(out, "%.15g", e->v.d);
+		break;
+	case STATUS_BOOL:
+		evbuffer_add_printf(out, "%s", e->v.i ? "yes" : "no");
+		break;
+	default:
+		break;
+	}
+}
+
+/*
+ * The status as `a.b.key: value` lines, one field a line (a group's keys
+ * joined by dots; an empty key adds nothing). Newlines inside values are
+ * shown as spaces. The text lives until the status is freed.
+ */
 const char *
 status_text(struct keel_status *st, size_t *len)
 {
-	*len = evbuffer_get_length(st->buf);
-	evbuffer_add(st->buf, "", 1);
-	return (const char *)evbuffer_pullup(st->buf, -1);
-}
+	const char *path[STATUS_MAX_DEPTH];
+	struct evbuffer *out = evbuffer_new();
+	size_t i, n;
+	int depth = 0, d;
 
-/* Append `key: value`. */
-void
-keel_status_add(struct keel_status *st, const char *key, const char *fmt, ...)
-{
-	va_list ap;
+	*len = 0;
+	if (out == NULL)
+		return "";
+	for (i = 0; i < st->n; i++) {
+		const struct status_entry *e = &st->e[i];
 
-	evbuffer_add_printf(st->buf, "%s: ", key);
-	va_start(ap, fmt);
-	evbuffer_add_vprintf(st->buf, fmt, ap);
-	va_end(ap);
-	evbuffer_add(st->buf, "\n", 1);
+		if (e->type == STATUS_PUSH) {
+			if (depth < STATUS_MAX_DEPTH)
+				path[depth] = e->key != NULL ? e->key : "";
+			depth++;
+			continue;
+		}
+		if (e->type == STATUS_POP) {
+			if (depth > 0)
+				depth--;
+			continue;
+		}
+		for (d = 0; d < depth && d < STATUS_MAX_DEPTH; d++)
+			if (path[d][0] != '\0')
+				evbuffer_add_printf(out, "%s.", path[d]);
+		evbuffer_add_printf(out, "%s: ", e->key != NULL ? e->key : "");
+		status_value(out, e);
+		evbuffer_add(out, "\n", 1);
+	}
+	n = evbuffer_get_length(out);
+	free(st->text);
+	st->text = malloc(n + 1);
+	if (st->text == NULL) {
+		evbuffer_free(out);
+		return "";
+	}
+	evbuffer_remove(out, st->text, n);
+	st->text[n] = '\0';
+	evbuffer_free(out);
+	*len = n;
+	return st->text;
 }

@@ -1,8 +1,12 @@
+/* SPDX-License-Identifier: ISC */
+/* Logging through the daemon's log. */
 #ifndef KEEL_LOG_H
 #define KEEL_LOG_H
 
 #include <keel/export.h>
 #include <stdarg.h>
+
+KEEL_BEGIN_DECLS
 
 /* Log levels, as syslog(3) priorities. */
 enum keel_log_level {
@@ -25,5 +29,7 @@ KEEL_EXPORT void keel_vlog(int level, const char *fmt, va_list ap)
 
 /** @return non-zero when messages of @p level are written. */
 KEEL_EXPORT int keel_log_enabled(int level);
+
+KEEL_END_DECLS
 
 #endif

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The keel serial device API: open, configure and watch a serial device on
  * the daemon's event base without ever blocking it.
@@ -13,6 +14,8 @@
 #include <keel/export.h>
 #include <stddef.h>
 #include <stdint.h>
+
+KEEL_BEGIN_DECLS
 
 struct event_base;
 struct evbuffer;
@@ -142,5 +145,7 @@ KEEL_EXPORT const char *keel_serial_state(const struct keel_serial *s);
 /** @return the port's counters. */
 KEEL_EXPORT const struct keel_serial_stats *keel_serial_stats(
 	const struct keel_serial *s);
+
+KEEL_END_DECLS
 
 #endif

@@ -1,66 +1,35 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * heartbeat: the template module. Each `heartbeat NAME { message interval }`
- * section is a timer that logs its message every interval seconds. A reload
- * that changes them takes effect without restarting anything else.
+ * section is a timer that logs its message every interval seconds. The
+ * framework parses and checks the options, matches sections to running
+ * beats on reload and renders status and metrics: what is left is the
+ * module's own work.
  */
 #include <event2/event.h>
 #include <keel/keel.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
-struct beat {
-	struct beat *next;
-	struct keel_module *m;
-	char *name;
+/* One section, as the framework fills it. */
+struct beat_conf {
 	char *message;
 	double interval;
+};
+
+/* One running beat. */
+struct beat {
+	struct keel_instance *in;
+	const struct beat_conf *c;
 	struct event *ev;
-	unsigned long long count;
+	struct keel_metric *beats;
 };
-
-struct heartbeat {
-	struct beat *beats;
-	struct keel_counter *total;
-};
-
-/* What prepare built for commit: the new list, events allocated. */
-struct heartbeat_txn {
-	struct beat *beats;
-};
-
-/* Free one beat and its timer. */
-static void
-beat_free(struct beat *b)
-{
-	if (b->ev != NULL)
-		event_free(b->ev);
-	free(b->name);
-	free(b->message);
-	free(b);
-}
-
-/* Free a list of beats. */
-static void
-beat_free_all(struct beat *b)
-{
-	struct beat *next;
-
-	for (; b != NULL; b = next) {
-		next = b->next;
-		beat_free(b);
-	}
-}
 
 /* Log the message once. */
 static void
 beat_fire(struct beat *b)
 {
-	struct heartbeat *hb = keel_module_data(b->m);
-
-	b->count++;
-	keel_counter_add(hb->total, 1);
-	keel_module_log(b->m, KEEL_LOG_INFO, "%s: %s", b->name, b->message);
+	keel_metric_add(b->beats, 1);
+	keel_instance_log(b->in, KEEL_LOG_INFO, "%s", b->c->message);
 }
 
 /* The timer. */
@@ -72,215 +41,115 @@ beat_cb(evutil_socket_t fd, short what, void *arg)
 	beat_fire(arg);
 }
 
-/* interval: more than 0, at most a day. */
+/* A new beat allocates its timer now, so that commit cannot fail. */
 static int
-heartbeat_check_interval(cfg_t *cfg, cfg_opt_t *opt)
+heartbeat_prepare(struct keel_instance *in, const void *conf,
+		  unsigned int flags)
 {
-	double v = cfg_opt_getnfloat(opt, 0);
+	struct keel_module *m = keel_instance_module(in);
+	struct beat *b;
 
-	if (!(v >= 0.001 && v <= 86400)) {
-		cfg_error(
-			cfg,
-			"heartbeat: interval %g is out of range (0.001 to 86400 seconds)",
-			v);
+	(void)conf;
+	if (keel_instance_change(in) == KEEL_CHANGE_INPLACE ||
+	    (flags & KEEL_PREPARE_CHECK))
+		return 0;
+	b = calloc(1, sizeof(*b));
+	if (b == NULL)
 		return -1;
-	}
-	return 0;
+	b->in = in;
+	b->ev = event_new(keel_module_base(m), -1, EV_PERSIST, beat_cb, b);
+	keel_instance_set_data(in, b);
+	return b->ev != NULL ? 0 : -1;
 }
 
-/* Allocate the module's state. */
-static int
-heartbeat_start(struct keel_module *m)
-{
-	struct heartbeat *hb = calloc(1, sizeof(*hb));
-
-	if (hb == NULL)
-		return -1;
-	hb->total = keel_counter(m, "beats");
-	keel_module_set_data(m, hb);
-	return 0;
-}
-
-/* Build the new list of beats; nothing running changes. */
-static int
-heartbeat_prepare(struct keel_module *m, cfg_t *cfg, unsigned int flags,
-		  void **txnp)
-{
-	struct heartbeat_txn *txn;
-	struct beat **tail;
-	unsigned int i, n = cfg_size(cfg, "heartbeat");
-
-	txn = calloc(1, sizeof(*txn));
-	if (txn == NULL)
-		return -1;
-	*txnp = txn;
-	tail = &txn->beats;
-	for (i = 0; i < n; i++) {
-		cfg_t *sec = cfg_getnsec(cfg, "heartbeat", i);
-		struct beat *b = calloc(1, sizeof(*b));
-
-		if (b == NULL)
-			return -1;
-		*tail = b;
-		tail = &b->next;
-		b->m = m;
-		b->name = strdup(keel_section_title(sec));
-		b->message = strdup(cfg_getstr(sec, "message"));
-		b->interval = cfg_getfloat(sec, "interval");
-		if (b->name == NULL || b->message == NULL)
-			return -1;
-		if (b->message[0] == '\0') {
-			keel_module_error(m, sec,
-					  "heartbeat '%s': message is empty",
-					  b->name);
-			return -1;
-		}
-		/* Allocate now so that commit cannot fail; a check acquires
-		 * nothing. */
-		if (!(flags & KEEL_PREPARE_CHECK)) {
-			b->ev = event_new(keel_module_base(m), -1, EV_PERSIST,
-					  beat_cb, NULL);
-			if (b->ev == NULL)
-				return -1;
-		}
-	}
-	return 0;
-}
-
-/* Take the beat called @name out of @list; NULL if absent. */
-static struct beat *
-heartbeat_take(struct beat **list, const char *name)
-{
-	struct beat **p, *b;
-
-	for (p = list; *p != NULL; p = &(*p)->next) {
-		if (strcmp((*p)->name, name) == 0) {
-			b = *p;
-			*p = b->next;
-			b->next = NULL;
-			return b;
-		}
-	}
-	return NULL;
-}
-
-/* Switch to the prepared beats: keep, change in place, add, remove. */
+/* Start a new beat, or apply a new message or interval in place. */
 static void
-heartbeat_commit(struct keel_module *m, void *arg)
+heartbeat_commit(struct keel_instance *in, const void *conf)
 {
-	struct heartbeat *hb = keel_module_data(m);
-	struct heartbeat_txn *txn = arg;
-	struct beat *nb, *old, *result = NULL, **tail = &result, *next;
+	struct beat *b = keel_instance_data(in);
 	struct timeval tv;
 
-	for (nb = txn->beats; nb != NULL; nb = next) {
-		next = nb->next;
-		nb->next = NULL;
-		tv = keel_timeval(nb->interval);
-		old = heartbeat_take(&hb->beats, nb->name);
-		if (old == NULL) {
-			event_assign(nb->ev, keel_module_base(m), -1,
-				     EV_PERSIST, beat_cb, nb);
-			event_add(nb->ev, &tv);
-			*tail = nb;
-			tail = &nb->next;
-			continue;
-		}
-		/* An existing beat keeps its timer and its count. */
-		free(old->message);
-		old->message = nb->message;
-		nb->message = NULL;
-		if (old->interval != nb->interval) {
-			old->interval = nb->interval;
-			event_del(old->ev);
-			event_add(old->ev, &tv);
-		}
-		beat_free(nb);
-		*tail = old;
-		tail = &old->next;
+	b->c = conf;
+	if (keel_instance_change(in) != KEEL_CHANGE_INPLACE)
+		b->beats = keel_metric_new(keel_instance_module(in), in,
+					   KEEL_METRIC_COUNTER, "beats_total",
+					   "Messages logged.", NULL, NULL);
+	if (keel_instance_changed(in, "interval")) {
+		tv = keel_timeval(b->c->interval);
+		event_add(b->ev, &tv);
 	}
-	/* What is left was removed from the configuration. */
-	beat_free_all(hb->beats);
-	hb->beats = result;
-	free(txn);
 }
 
-/* Throw the prepared beats away. */
+/* Free a beat. */
 static void
-heartbeat_abort(struct keel_module *m, void *arg)
+beat_free(struct beat *b)
 {
-	struct heartbeat_txn *txn = arg;
-
-	(void)m;
-	beat_free_all(txn->beats);
-	free(txn);
+	if (b == NULL)
+		return;
+	if (b->ev != NULL)
+		event_free(b->ev);
+	free(b);
 }
 
-/* Stop every timer; nothing to drain. */
+/* Throw away a beat prepared for nothing. */
 static void
-heartbeat_stop(struct keel_module *m)
+heartbeat_abort(struct keel_instance *in)
 {
-	struct heartbeat *hb = keel_module_data(m);
-
-	if (hb != NULL) {
-		beat_free_all(hb->beats);
-		free(hb);
-	}
-	keel_module_stopped(m);
+	if (keel_instance_change(in) != KEEL_CHANGE_INPLACE)
+		beat_free(keel_instance_data(in));
 }
 
-/* One line per beat. */
+/* Stop a beat; nothing to drain. */
 static void
-heartbeat_status(struct keel_module *m, struct keel_status *st)
+heartbeat_remove(struct keel_instance *in, unsigned int flags)
 {
-	struct heartbeat *hb = keel_module_data(m);
-	struct beat *b;
-	char key[300];
+	(void)flags;
+	beat_free(keel_instance_data(in));
+	keel_instance_removed(in);
+}
 
-	for (b = hb->beats; b != NULL; b = b->next) {
-		snprintf(key, sizeof(key), "heartbeat.%s", b->name);
-		keel_status_add(st, key, "every %gs, %llu beats, \"%s\"",
-				b->interval, b->count, b->message);
-	}
+/* Status: what the beat does. */
+static void
+heartbeat_status(struct keel_instance *in, struct keel_status *st)
+{
+	struct beat *b = keel_instance_data(in);
+
+	keel_status_double(st, "interval", b->c->interval);
+	keel_status_str(st, "message", b->c->message);
 }
 
 /* SIGALRM (wake): every beat fires now. */
 static void
 heartbeat_event(struct keel_module *m, enum keel_event ev)
 {
-	struct heartbeat *hb = keel_module_data(m);
-	struct beat *b;
+	struct keel_instance *in = NULL;
 
-	if (ev != KEEL_EVENT_WAKE)
-		return;
-	for (b = hb->beats; b != NULL; b = b->next)
-		beat_fire(b);
+	while ((in = keel_instance_next(m, in)) != NULL)
+		beat_fire(keel_instance_data(in));
+	(void)ev;
 }
 
-static cfg_opt_t heartbeat_opts[] = {
-	CFG_STR("message", "alive", CFGF_NONE),
-	CFG_FLOAT("interval", 1.0, CFGF_NONE),
-	CFG_END(),
-};
-
-static const struct keel_validator heartbeat_validators[] = {
-	{ "interval", heartbeat_check_interval },
-	{ NULL, NULL },
+static const struct keel_option heartbeat_options[] = {
+	KEEL_OPTION("message", KEEL_OPT_STRING, struct beat_conf, message,
+		    "alive", KEEL_OPT_NONEMPTY),
+	KEEL_OPTION_RANGE("interval", KEEL_OPT_SECONDS, struct beat_conf,
+			  interval, "1", 0.001, 86400, 0),
+	KEEL_OPTIONS_END,
 };
 
 KEEL_MODULE_DESCRIPTOR = {
-	.abi = KEEL_MODULE_ABI,
+	KEEL_MODULE_HEAD,
 	.name = "heartbeat",
-	.version = "1.0.0",
+	.version = "2.0.0",
 	.section = KEEL_SECTION_TITLED,
-	.options = heartbeat_opts,
-	.validators = heartbeat_validators,
+	.options = heartbeat_options,
+	.conf_size = sizeof(struct beat_conf),
+	.label = "beat",
 	.events = KEEL_EVENT_WAKE,
-	.start = heartbeat_start,
 	.prepare = heartbeat_prepare,
 	.commit = heartbeat_commit,
 	.abort = heartbeat_abort,
-	.stop = heartbeat_stop,
+	.remove = heartbeat_remove,
 	.status = heartbeat_status,
 	.event = heartbeat_event,
 };

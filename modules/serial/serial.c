@@ -1,9 +1,9 @@
 /*
- * serial: each `serial NAME { }` section bridges one serial device to a TCP
- * listener. Device data fans out to every client; client data goes to the
- * device. A reload keeps what did not change: same device and settings keep
- * their fd and clients, line settings change in place, a new listen address
- * rebinds without touching the device.
+ * serial: each `serial NAME { }` section is one instance bridging a serial
+ * device to a TCP listener. Device data fans out to every client; client
+ * data goes to the device. Every change applies in place: a new device path
+ * reopens the device keeping the clients, a new listen address rebinds
+ * keeping them, line settings change on the open device.
  */
 #include <errno.h>
 #include <event2/buffer.h>
@@ -22,29 +22,82 @@
 
 #define SERIAL_DRAIN_MAX  5.0    /* seconds a removed port may take to drain */
 #define LISTEN_PAUSE_USEC 200000 /* listener pause when out of fds */
+#define MIB               (1024.0 * 1024)
 
 enum when_full { FULL_REFUSE, FULL_KICK_OLDEST };
 enum slow_client { SLOW_DROP, SLOW_DISCONNECT };
 
-/* One section, as read from the configuration (owned strings). */
+/* One section, filled and owned by the framework (see serial_options). */
 struct port_conf {
-	char *name;
 	char *device;
-	char *listen;
-	char *lock_dir;
-	struct keel_serial_line line;
+	long speed;
+	char *format;
+	int flow; /* enum keel_serial_flow: flow_words is in its order */
+	int local, hangup_on_close;
 	double open_timeout, idle_timeout, retry_min, retry_max;
-	double client_timeout;
-	double stall_timeout;
 	int lock;
-	int max_clients;
-	enum when_full when_full;
-	enum slow_client slow;
+	char *lock_dir;
+	struct keel_hostport listen;
+	long max_clients;
+	int when_full; /* enum when_full */
+	double client_timeout, stall_timeout;
 	size_t client_buffer;
+	int slow; /* enum slow_client */
 	size_t device_buffer;
 	int trace;
-	struct sockaddr_storage addr;
-	int addrlen;
+};
+
+/* The port's metrics; the first ones read the device's own counters. */
+enum {
+	M_RX,
+	M_TX,
+	M_OPENS,
+	M_OPEN_FAILURES,
+	M_HANGUPS,
+	M_DROPS, /* the last one bound to keel_serial_stats() */
+	M_CLIENT_DROPS,
+	M_ACCEPTED,
+	M_REFUSED,
+	M_KICKED,
+	M_SLOW_DISCONNECTS,
+	M_CLIENTS,
+	M_COUNT
+};
+
+#define STAT(f) ((long)offsetof(struct keel_serial_stats, f))
+
+static const struct {
+	const char *name, *help;
+	enum keel_metric_type type;
+	long stat; /* offset in struct keel_serial_stats, or -1 */
+} port_metrics[M_COUNT] = {
+	[M_RX] = { "rx_bytes_total", "Bytes read from the device",
+		   KEEL_METRIC_COUNTER, STAT(bytes_in) },
+	[M_TX] = { "tx_bytes_total", "Bytes written to the device",
+		   KEEL_METRIC_COUNTER, STAT(bytes_out) },
+	[M_OPENS] = { "opens_total", "Successful opens of the device",
+		      KEEL_METRIC_COUNTER, STAT(opens) },
+	[M_OPEN_FAILURES] = { "open_failures_total",
+			      "Failed or timed out opens of the device",
+			      KEEL_METRIC_COUNTER, STAT(open_failures) },
+	[M_HANGUPS] = { "hangups_total",
+			"Hang-ups, removals and idle timeouts of the device",
+			KEEL_METRIC_COUNTER, STAT(hangups) },
+	[M_DROPS] = { "drops_total", "Bytes for the device that were dropped",
+		      KEEL_METRIC_COUNTER, STAT(drops) },
+	[M_CLIENT_DROPS] = { "client_drops_total",
+			     "Bytes for slow clients that were dropped",
+			     KEEL_METRIC_COUNTER, -1 },
+	[M_ACCEPTED] = { "accepted_total", "Clients accepted",
+			 KEEL_METRIC_COUNTER, -1 },
+	[M_REFUSED] = { "refused_total", "Clients refused at max-clients",
+			KEEL_METRIC_COUNTER, -1 },
+	[M_KICKED] = { "kicked_total", "Clients kicked out by newer ones",
+		       KEEL_METRIC_COUNTER, -1 },
+	[M_SLOW_DISCONNECTS] = { "slow_disconnects_total",
+				 "Clients disconnected for being too slow",
+				 KEEL_METRIC_COUNTER, -1 },
+	[M_CLIENTS] = { "clients", "Clients connected", KEEL_METRIC_GAUGE, -1 },
 };
 
 struct port;
@@ -59,191 +112,31 @@ struct client {
 	struct timeval last;
 	int lagging; /* gave up waiting for it: its data is dropped */
 	char peer[80];
-	uint64_t dropped;
+	time_t since;             /* wall clock */
+	uint64_t rx, tx, dropped; /* bytes from it, to it, dropped for it */
 };
 
 struct port {
-	struct port *next;
+	struct keel_instance *in;
 	struct keel_module *m;
-	struct port_conf c;
+	const char *name;
+	const struct port_conf *c;    /* the conf of the last commit */
+	struct keel_serial_line line; /* applied (the device may refuse one) */
 	struct keel_serial *dev;
 	struct evconnlistener *lev;
 	struct event *lev_pause;
 	struct client *clients; /* oldest first */
-	int nclients;
+	long nclients;
 	int paused;     /* clients' reads paused: the device queue is full */
 	int dev_paused; /* device not read: every client is full */
 	struct event *stall_timer; /* how long back-pressure may last */
-	int removing;              /* draining after removal or stop */
+	int removing;              /* draining after removal */
 	struct event *drain_timer;
-	uint64_t accepted, refused, kicked, client_drops, slow_disconnects;
+	struct keel_metric *mt[M_COUNT];
 };
 
-struct bridge {
-	struct port *ports;
-	int stopping;
-};
-
-/* What prepare built: one entry per section, in order. */
-struct plan {
-	struct port_conf c;
-	struct port *old; /* the running port of that name, or NULL */
-	int listen_fd;    /* a new bound socket, or -1 to keep the old one */
-};
-struct txn {
-	struct plan *plans;
-	int n;
-};
-
-static void port_free(struct port *p);
 static void port_maybe_done(struct port *p);
 static void port_resume_device(struct port *p);
-
-/* ---- configuration ---- */
-
-static void
-conf_free(struct port_conf *c)
-{
-	free(c->name);
-	free(c->device);
-	free(c->listen);
-	free(c->lock_dir);
-	memset(c, 0, sizeof(*c));
-}
-
-/* Same line settings? */
-static int
-line_equal(const struct keel_serial_line *a, const struct keel_serial_line *b)
-{
-	return a->speed == b->speed && a->data_bits == b->data_bits &&
-	       a->parity == b->parity && a->stop_bits == b->stop_bits &&
-	       a->flow == b->flow && a->local == b->local &&
-	       a->hangup_on_close == b->hangup_on_close;
-}
-
-/* Does a change need the device reopened? */
-static int
-conf_device_changed(const struct port_conf *a, const struct port_conf *b)
-{
-	return strcmp(a->device, b->device) != 0 || a->lock != b->lock ||
-	       strcmp(a->lock_dir, b->lock_dir) != 0;
-}
-
-/* Read one section into @c; errors through keel_module_error. */
-static int
-conf_read(struct keel_module *m, cfg_t *sec, struct port_conf *c)
-{
-	char err[256];
-	const char *s;
-
-	/*
-	 * Values were range-checked by the parse-time validators (with the
-	 * option's own line) and defaults are valid: what is left here is what
-	 * needs the whole section.
-	 */
-	memset(c, 0, sizeof(*c));
-	c->name = strdup(keel_section_title(sec));
-	s = cfg_getstr(sec, "device");
-	if (s == NULL || s[0] == '\0') {
-		keel_module_error(m, sec, "serial '%s': device is required",
-				  c->name);
-		return -1;
-	}
-	c->device = strdup(s);
-	s = cfg_getstr(sec, "listen");
-	if (s == NULL || s[0] == '\0') {
-		keel_module_error(
-			m, sec,
-			"serial '%s': listen is required (\"HOST:PORT\")",
-			c->name);
-		return -1;
-	}
-	c->listen = strdup(s);
-	c->addrlen = (int)sizeof(c->addr);
-	c->lock_dir = strdup(cfg_getstr(sec, "lock-dir"));
-	if (c->name == NULL || c->device == NULL || c->listen == NULL ||
-	    c->lock_dir == NULL ||
-	    evutil_parse_sockaddr_port(s, (struct sockaddr *)&c->addr,
-				       &c->addrlen) == -1 ||
-	    keel_serial_parse_format(cfg_getstr(sec, "format"), &c->line, err,
-				     sizeof(err)) == -1 ||
-	    keel_serial_parse_flow(cfg_getstr(sec, "flow"), &c->line.flow) ==
-		    -1)
-		return -1;
-	c->line.speed = (unsigned int)cfg_getint(sec, "speed");
-	c->line.local = cfg_getbool(sec, "local");
-	c->line.hangup_on_close = cfg_getbool(sec, "hangup-on-close");
-	c->open_timeout = cfg_getfloat(sec, "open-timeout");
-	c->idle_timeout = cfg_getfloat(sec, "idle-timeout");
-	c->retry_min = cfg_getfloat(sec, "retry-min");
-	c->retry_max = cfg_getfloat(sec, "retry-max");
-	c->client_timeout = cfg_getfloat(sec, "client-timeout");
-	c->stall_timeout = cfg_getfloat(sec, "stall-timeout");
-	if (c->retry_max < c->retry_min) {
-		keel_module_error(
-			m, sec,
-			"serial '%s': retry-max %g is less than retry-min %g",
-			c->name, c->retry_max, c->retry_min);
-		return -1;
-	}
-	c->lock = cfg_getbool(sec, "lock");
-	c->max_clients = (int)cfg_getint(sec, "max-clients");
-	c->when_full = strcmp(cfg_getstr(sec, "when-full"), "kick-oldest") == 0
-			       ? FULL_KICK_OLDEST
-			       : FULL_REFUSE;
-	c->slow = strcmp(cfg_getstr(sec, "slow-client"), "disconnect") == 0
-			  ? SLOW_DISCONNECT
-			  : SLOW_DROP;
-	c->client_buffer = (size_t)cfg_getint(sec, "client-buffer");
-	c->device_buffer = (size_t)cfg_getint(sec, "device-buffer");
-	c->trace = cfg_getbool(sec, "trace");
-	return 0;
-}
-
-/* Device parameters of a configuration. */
-static struct keel_serial_params
-conf_params(const struct port_conf *c)
-{
-	struct keel_serial_params p;
-
-	memset(&p, 0, sizeof(p));
-	p.name = c->name;
-	p.device = c->device;
-	p.line = c->line;
-	p.open_timeout = c->open_timeout;
-	p.idle_timeout = c->idle_timeout;
-	p.retry_min = c->retry_min;
-	p.retry_max = c->retry_max;
-	p.lock = c->lock;
-	p.lock_dir = c->lock_dir;
-	p.out_max = c->device_buffer;
-	return p;
-}
-
-/* A bound, listening, non-blocking socket for @c; -1 with errno. */
-static int
-listen_socket(const struct port_conf *c)
-{
-	int fd, one = 1;
-
-	fd = socket(c->addr.ss_family,
-		    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd == -1)
-		return -1;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (c->addr.ss_family == AF_INET6)
-		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-	if (bind(fd, (const struct sockaddr *)&c->addr,
-		 (socklen_t)c->addrlen) == -1 ||
-	    listen(fd, 64) == -1) {
-		int e = errno;
-
-		close(fd);
-		errno = e;
-		return -1;
-	}
-	return fd;
-}
 
 /* ---- clients ---- */
 
@@ -256,7 +149,7 @@ trace_dump(struct port *p, const char *dir, struct evbuffer *buf)
 	size_t len = evbuffer_get_length(buf), off = 0, n, i;
 	struct evbuffer_ptr ptr;
 
-	if (!p->c.trace || !keel_log_enabled(KEEL_LOG_DEBUG))
+	if (!p->c->trace || !keel_log_enabled(KEEL_LOG_DEBUG))
 		return;
 	while (off < len && off < 4096) {
 		n = len - off < sizeof(chunk) ? len - off : sizeof(chunk);
@@ -264,8 +157,8 @@ trace_dump(struct port *p, const char *dir, struct evbuffer *buf)
 		evbuffer_copyout_from(buf, &ptr, chunk, n);
 		for (i = 0; i < n; i++)
 			snprintf(line + 3 * i, 4, "%02x ", chunk[i]);
-		keel_module_log(p->m, KEEL_LOG_DEBUG, "%s %s %6zu: %s",
-				p->c.name, dir, off, line);
+		keel_module_log(p->m, KEEL_LOG_DEBUG, "%s %s %6zu: %s", p->name,
+				dir, off, line);
 		off += n;
 	}
 }
@@ -302,7 +195,8 @@ client_free(struct client *cl, const char *why)
 			break;
 		}
 	p->nclients--;
-	keel_module_log(p->m, KEEL_LOG_INFO, "%s: client %s %s", p->c.name,
+	keel_metric_set(p->mt[M_CLIENTS], p->nclients);
+	keel_module_log(p->m, KEEL_LOG_INFO, "%s: client %s %s", p->name,
 			cl->peer, why);
 	client_release(cl);
 	/* It may have been the full one holding the device back. */
@@ -367,9 +261,11 @@ client_read_cb(evutil_socket_t fd, short what, void *arg)
 		evbuffer_commit_space(cl->in, &v, 1);
 		total += (size_t)n;
 	}
-	if (total > 0)
+	if (total > 0) {
+		cl->rx += total;
 		event_base_gettimeofday_cached(keel_module_base(cl->p->m),
 					       &cl->last);
+	}
 	client_deliver(cl);
 	if (n == 0) {
 		client_free(cl, "disconnected");
@@ -395,9 +291,11 @@ client_write_cb(evutil_socket_t fd, short what, void *arg)
 		client_free(cl, why);
 		return;
 	}
-	if (n > 0)
+	if (n > 0) {
+		cl->tx += (uint64_t)n;
 		event_base_gettimeofday_cached(keel_module_base(p->m),
 					       &cl->last);
+	}
 	if (evbuffer_get_length(cl->out) > 0) {
 		event_add(cl->wr, NULL);
 	} else {
@@ -407,10 +305,10 @@ client_write_cb(evutil_socket_t fd, short what, void *arg)
 			return;
 		}
 	}
-	if (evbuffer_get_length(cl->out) <= p->c.client_buffer / 2) {
+	if (evbuffer_get_length(cl->out) <= p->c->client_buffer / 2) {
 		if (cl->lagging)
 			keel_module_log(p->m, KEEL_LOG_INFO,
-					"%s: client %s caught up", p->c.name,
+					"%s: client %s caught up", p->name,
 					cl->peer);
 		cl->lagging = 0;
 		port_resume_device(p);
@@ -423,7 +321,7 @@ client_idle_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct client *cl = arg;
 	struct timeval now, tv;
-	double idle, limit = cl->p->c.client_timeout;
+	double idle, limit = cl->p->c->client_timeout;
 
 	(void)fd;
 	(void)what;
@@ -445,7 +343,7 @@ client_idle_cb(evutil_socket_t fd, short what, void *arg)
 static void
 client_arm_idle(struct client *cl)
 {
-	double limit = cl->p->c.client_timeout;
+	double limit = cl->p->c->client_timeout;
 	struct timeval tv;
 
 	if (limit <= 0) {
@@ -491,17 +389,17 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 			    : (void *)&((struct sockaddr_in *)sa)->sin_addr,
 		    host, sizeof(host)) == NULL)
 		snprintf(host, sizeof(host), "?");
-	if (p->nclients >= p->c.max_clients) {
-		if (p->c.when_full == FULL_REFUSE || p->clients == NULL) {
-			p->refused++;
+	if (p->nclients >= p->c->max_clients) {
+		if (p->c->when_full == FULL_REFUSE || p->clients == NULL) {
+			keel_metric_add(p->mt[M_REFUSED], 1);
 			keel_module_log(
 				p->m, KEEL_LOG_INFO,
-				"%s: refusing %s: max-clients (%d) reached",
-				p->c.name, host, p->c.max_clients);
+				"%s: refusing %s: max-clients (%ld) reached",
+				p->name, host, p->c->max_clients);
 			close(fd);
 			return;
 		}
-		p->kicked++;
+		keel_metric_add(p->mt[M_KICKED], 1);
 		client_free(p->clients,
 			    "kicked (max-clients reached, kick-oldest)");
 	}
@@ -532,15 +430,17 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 	if (!p->paused)
 		event_add(cl->rd, NULL);
 	event_base_gettimeofday_cached(keel_module_base(p->m), &cl->last);
+	cl->since = cl->last.tv_sec;
 	client_arm_idle(cl);
 	for (tail = &p->clients; *tail != NULL; tail = &(*tail)->next)
 		;
 	*tail = cl;
 	p->nclients++;
-	p->accepted++;
+	keel_metric_set(p->mt[M_CLIENTS], p->nclients);
+	keel_metric_add(p->mt[M_ACCEPTED], 1);
 	keel_module_log(p->m, KEEL_LOG_INFO,
-			"%s: client %s connected (%d of %d)", p->c.name,
-			cl->peer, p->nclients, p->c.max_clients);
+			"%s: client %s connected (%ld of %ld)", p->name,
+			cl->peer, p->nclients, p->c->max_clients);
 }
 
 /* The pause after EMFILE is over: accept again. */
@@ -570,12 +470,12 @@ accept_error_cb(struct evconnlistener *lev, void *arg)
 		if (!evtimer_pending(p->lev_pause, NULL))
 			keel_module_log(p->m, KEEL_LOG_WARNING,
 					"%s: accept: %s; pausing the listener",
-					p->c.name, strerror(err));
+					p->name, strerror(err));
 		evconnlistener_disable(lev);
 		evtimer_add(p->lev_pause, &tv);
 		return;
 	}
-	keel_module_log(p->m, KEEL_LOG_DEBUG, "%s: accept: %s", p->c.name,
+	keel_module_log(p->m, KEEL_LOG_DEBUG, "%s: accept: %s", p->name,
 			strerror(err));
 }
 
@@ -583,6 +483,8 @@ accept_error_cb(struct evconnlistener *lev, void *arg)
 static int
 port_listen(struct port *p, int fd)
 {
+	if (fd == -1)
+		return -1;
 	p->lev = evconnlistener_new(
 		keel_module_base(p->m), accept_cb, p,
 		LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
@@ -610,7 +512,7 @@ dev_data_cb(struct keel_serial *s, struct evbuffer *in, void *arg)
 	struct port *p = arg;
 	struct client *cl, *next;
 	size_t len = evbuffer_get_length(in), least = (size_t)-1;
-	int left = p->nclients;
+	long left = p->nclients;
 
 	trace_dump(p, "dev->net", in);
 	for (cl = p->clients; cl != NULL; cl = cl->next) {
@@ -619,13 +521,13 @@ dev_data_cb(struct keel_serial *s, struct evbuffer *in, void *arg)
 		if (!cl->lagging && out < least)
 			least = out;
 	}
-	if (least != (size_t)-1 && least + len > p->c.client_buffer) {
+	if (least != (size_t)-1 && least + len > p->c->client_buffer) {
 		/* Nobody keeping up has room: deliver this, then wait. */
 		keel_serial_set_reading(s, 0);
 		p->dev_paused = 1;
-		if (p->c.stall_timeout > 0 &&
+		if (p->c->stall_timeout > 0 &&
 		    !evtimer_pending(p->stall_timer, NULL)) {
-			struct timeval tv = keel_timeval(p->c.stall_timeout);
+			struct timeval tv = keel_timeval(p->c->stall_timeout);
 
 			evtimer_add(p->stall_timer, &tv);
 		}
@@ -637,9 +539,9 @@ dev_data_cb(struct keel_serial *s, struct evbuffer *in, void *arg)
 		left--;
 		if (cl->lagging ||
 		    (!p->dev_paused &&
-		     evbuffer_get_length(out) + len > p->c.client_buffer)) {
-			if (p->c.slow == SLOW_DISCONNECT) {
-				p->slow_disconnects++;
+		     evbuffer_get_length(out) + len > p->c->client_buffer)) {
+			if (p->c->slow == SLOW_DISCONNECT) {
+				keel_metric_add(p->mt[M_SLOW_DISCONNECTS], 1);
 				client_free(
 					cl,
 					"disconnected (too slow: client-buffer full)");
@@ -649,10 +551,10 @@ dev_data_cb(struct keel_serial *s, struct evbuffer *in, void *arg)
 				keel_module_log(
 					p->m, KEEL_LOG_INFO,
 					"%s: client %s too slow: dropping its data until it catches up",
-					p->c.name, cl->peer);
+					p->name, cl->peer);
 			cl->lagging = 1;
 			cl->dropped += len;
-			p->client_drops += len;
+			keel_metric_add(p->mt[M_CLIENT_DROPS], len);
 			continue;
 		}
 		/* The last one takes the chain itself: no copy for one client.
@@ -684,10 +586,10 @@ port_stall_cb(evutil_socket_t fd, short what, void *arg)
 	for (cl = p->clients; cl != NULL; cl = next) {
 		next = cl->next;
 		if (cl->lagging ||
-		    evbuffer_get_length(cl->out) <= p->c.client_buffer / 2)
+		    evbuffer_get_length(cl->out) <= p->c->client_buffer / 2)
 			continue;
-		if (p->c.slow == SLOW_DISCONNECT) {
-			p->slow_disconnects++;
+		if (p->c->slow == SLOW_DISCONNECT) {
+			keel_metric_add(p->mt[M_SLOW_DISCONNECTS], 1);
 			client_free(cl,
 				    "disconnected (stalled for stall-timeout)");
 			continue;
@@ -695,7 +597,7 @@ port_stall_cb(evutil_socket_t fd, short what, void *arg)
 		keel_module_log(
 			p->m, KEEL_LOG_INFO,
 			"%s: client %s stalled for %gs: dropping its data until it catches up",
-			p->c.name, cl->peer, p->c.stall_timeout);
+			p->name, cl->peer, p->c->stall_timeout);
 		cl->lagging = 1;
 	}
 	port_resume_device(p);
@@ -754,6 +656,78 @@ static const struct keel_serial_callbacks dev_callbacks = {
 
 /* ---- ports ---- */
 
+/* The line settings a configuration asks for. */
+static struct keel_serial_line
+conf_line(const struct port_conf *c)
+{
+	struct keel_serial_line line = { 0 };
+	char err[8];
+
+	/* The format_check option check passed: this cannot fail. */
+	keel_serial_parse_format(c->format, &line, err, sizeof(err));
+	line.speed = (unsigned int)c->speed;
+	line.flow = (enum keel_serial_flow)c->flow;
+	line.local = c->local;
+	line.hangup_on_close = c->hangup_on_close;
+	return line;
+}
+
+/* Device parameters of a configuration. */
+static struct keel_serial_params
+conf_params(const struct port *p, const struct port_conf *c,
+	    const struct keel_serial_line *line)
+{
+	struct keel_serial_params sp = {
+		.name = p->name,
+		.device = c->device,
+		.line = *line,
+		.open_timeout = c->open_timeout,
+		.idle_timeout = c->idle_timeout,
+		.retry_min = c->retry_min,
+		.retry_max = c->retry_max,
+		.lock = c->lock,
+		.lock_dir = c->lock_dir,
+		.out_max = c->device_buffer,
+	};
+
+	return sp;
+}
+
+/* Same line settings? */
+static int
+line_equal(const struct keel_serial_line *a, const struct keel_serial_line *b)
+{
+	return a->speed == b->speed && a->data_bits == b->data_bits &&
+	       a->parity == b->parity && a->stop_bits == b->stop_bits &&
+	       a->flow == b->flow && a->local == b->local &&
+	       a->hangup_on_close == b->hangup_on_close;
+}
+
+/* Does the transaction under way change one of @names? */
+static int
+port_changed(const struct port *p, const char *const *names)
+{
+	for (; *names != NULL; names++)
+		if (keel_instance_changed(p->in, *names))
+			return 1;
+	return 0;
+}
+
+/* Point the bound metrics at the counters of the current device. */
+static void
+port_bind(struct port *p)
+{
+	const char *stats = (const char *)keel_serial_stats(p->dev);
+	int i;
+
+	for (i = 0; i < M_COUNT; i++)
+		if (port_metrics[i].stat >= 0)
+			keel_metric_bind(
+				p->mt[i],
+				(const uint64_t *)(stats +
+						   port_metrics[i].stat));
+}
+
 /* Free a port now. */
 static void
 port_free(struct port *p)
@@ -772,31 +746,21 @@ port_free(struct port *p)
 		event_free(p->drain_timer);
 	if (p->stall_timer != NULL)
 		event_free(p->stall_timer);
-	keel_serial_free(p->dev);
-	conf_free(&p->c);
+	if (p->dev != NULL)
+		keel_serial_free(p->dev);
 	free(p);
 }
 
-/* Unlink a removed port and free it; tell keeld when the last is gone. */
+/* Free a removed port and tell the framework it is gone. */
 static void
 port_finish(struct port *p)
 {
-	struct keel_module *m = p->m;
-	struct bridge *b = keel_module_data(m);
-	struct port **pp;
+	struct keel_instance *in = p->in;
 
-	for (pp = &b->ports; *pp != NULL; pp = &(*pp)->next)
-		if (*pp == p) {
-			*pp = p->next;
-			break;
-		}
-	keel_module_log(m, KEEL_LOG_INFO, "%s: closed", p->c.name);
+	keel_module_log(p->m, KEEL_LOG_INFO, "%s: closed", p->name);
+	keel_instance_set_data(in, NULL);
 	port_free(p);
-	if (b->stopping && b->ports == NULL) {
-		free(b);
-		keel_module_set_data(m, NULL);
-		keel_module_stopped(m);
-	}
+	keel_instance_removed(in);
 }
 
 /* A draining port is done when the device and every client flushed. */
@@ -830,7 +794,7 @@ port_drain_cb(evutil_socket_t fd, short what, void *arg)
 static void
 port_remove(struct port *p)
 {
-	struct timeval tv = { (time_t)SERIAL_DRAIN_MAX, 0 };
+	struct timeval tv = keel_timeval(SERIAL_DRAIN_MAX);
 	struct client *cl;
 
 	if (p->removing)
@@ -840,556 +804,348 @@ port_remove(struct port *p)
 		evconnlistener_free(p->lev);
 	p->lev = NULL;
 	evtimer_del(p->lev_pause);
-	for (cl = p->clients; cl != NULL; cl = cl->next) {
+	for (cl = p->clients; cl != NULL; cl = cl->next)
 		event_del(cl->rd);
-	}
 	evtimer_add(p->drain_timer, &tv);
-	keel_module_log(p->m, KEEL_LOG_INFO, "%s: draining", p->c.name);
+	keel_module_log(p->m, KEEL_LOG_INFO, "%s: draining", p->name);
 	port_maybe_done(p);
 }
 
-/* A new port from a plan: device opening, listener attached. */
+/* A new port listening on @fd (taken in every case), its device opening. */
 static struct port *
-port_new(struct keel_module *m, struct plan *pl)
+port_new(struct keel_instance *in, const struct port_conf *c, int fd)
 {
 	struct port *p = calloc(1, sizeof(*p));
 	struct keel_serial_params sp;
+	struct event_base *base;
+	int i;
 
-	if (p == NULL)
+	if (p == NULL) {
+		if (fd != -1)
+			close(fd);
 		return NULL;
-	p->m = m;
-	p->c = pl->c;
-	memset(&pl->c, 0, sizeof(pl->c));
-	p->lev_pause = evtimer_new(keel_module_base(m), listen_resume_cb, p);
-	p->drain_timer = evtimer_new(keel_module_base(m), port_drain_cb, p);
-	p->stall_timer = evtimer_new(keel_module_base(m), port_stall_cb, p);
-	sp = conf_params(&p->c);
-	if (p->lev_pause == NULL || p->drain_timer == NULL ||
-	    p->stall_timer == NULL || port_listen(p, pl->listen_fd) == -1) {
-		pl->listen_fd = -1;
+	}
+	p->in = in;
+	p->m = keel_instance_module(in);
+	p->name = keel_instance_name(in);
+	p->c = c;
+	p->line = conf_line(c);
+	base = keel_module_base(p->m);
+	sp = conf_params(p, c, &p->line);
+	if (port_listen(p, fd) == -1 ||
+	    (p->lev_pause = evtimer_new(base, listen_resume_cb, p)) == NULL ||
+	    (p->drain_timer = evtimer_new(base, port_drain_cb, p)) == NULL ||
+	    (p->stall_timer = evtimer_new(base, port_stall_cb, p)) == NULL ||
+	    (p->dev = keel_serial_new(base, &sp, &dev_callbacks, p)) == NULL) {
 		port_free(p);
 		return NULL;
 	}
-	pl->listen_fd = -1;
-	p->dev = keel_serial_new(keel_module_base(m), &sp, &dev_callbacks, p);
-	if (p->dev == NULL) {
-		port_free(p);
-		return NULL;
-	}
-	keel_module_log(m, KEEL_LOG_INFO, "%s: %s <-> %s", p->c.name,
-			p->c.device, p->c.listen);
+	/* Last: an instance whose port failed registers them on a retry. */
+	for (i = 0; i < M_COUNT; i++)
+		p->mt[i] = keel_metric_new(p->m, in, port_metrics[i].type,
+					   port_metrics[i].name,
+					   port_metrics[i].help, NULL, NULL);
+	port_bind(p);
+	keel_module_log(p->m, KEEL_LOG_INFO, "%s: %s <-> %s", p->name,
+			c->device, c->listen.text);
 	return p;
 }
 
-/* Apply a changed configuration to a running port. */
+/* Apply a changed configuration to a running port, listening on @fd when
+ * not -1. */
 static void
-port_update(struct port *p, struct plan *pl)
+port_update(struct port *p, const struct port_conf *c, int fd)
 {
-	struct keel_serial_params sp;
+	static const char *const device_opts[] = { "device", "lock", "lock-dir",
+						   NULL };
+	static const char *const timing_opts[] = {
+		"open-timeout", "idle-timeout",  "retry-min",
+		"retry-max",    "device-buffer", NULL
+	};
+	struct evconnlistener *old = p->lev;
+	struct keel_serial_line line = conf_line(c);
+	struct keel_serial_params sp = conf_params(p, c, &line);
 	struct keel_serial *dev;
 	struct client *cl;
-	int rearm;
 
-	if (pl->listen_fd != -1) {
-		struct evconnlistener *old = p->lev;
-
-		p->lev = NULL;
-		if (port_listen(p, pl->listen_fd) == 0) {
-			if (old != NULL)
-				evconnlistener_free(old);
-			keel_module_log(
-				p->m, KEEL_LOG_INFO,
+	if (fd != -1 && port_listen(p, fd) == -1) {
+		p->lev = old;
+	} else if (fd != -1) {
+		if (old != NULL)
+			evconnlistener_free(old);
+		keel_module_log(p->m, KEEL_LOG_INFO,
 				"%s: now listening on %s (clients kept)",
-				p->c.name, pl->c.listen);
-		} else {
-			p->lev = old;
-		}
-		pl->listen_fd = -1;
+				p->name, c->listen.text);
 	}
-	sp = conf_params(&pl->c);
-	if (conf_device_changed(&p->c, &pl->c)) {
+	if (port_changed(p, device_opts)) {
 		dev = keel_serial_new(keel_module_base(p->m), &sp,
 				      &dev_callbacks, p);
 		if (dev != NULL) {
 			keel_module_log(p->m, KEEL_LOG_INFO,
-					"%s: device now %s", p->c.name,
-					pl->c.device);
+					"%s: device now %s", p->name,
+					c->device);
 			keel_serial_free(p->dev);
 			p->dev = dev;
+			p->line = line;
+			port_bind(p);
 			port_pause_clients(p, 0);
 		}
 	} else {
 		/* Refused by the device: the port keeps (and shows) the old. */
-		if (!line_equal(&p->c.line, &pl->c.line) &&
-		    keel_serial_set_line(p->dev, &pl->c.line) == -1)
-			pl->c.line = p->c.line;
+		if (!line_equal(&p->line, &line) &&
+		    keel_serial_set_line(p->dev, &line) == 0)
+			p->line = line;
 		/* Unchanged values must not restart the countdowns. */
-		if (p->c.open_timeout != pl->c.open_timeout ||
-		    p->c.idle_timeout != pl->c.idle_timeout ||
-		    p->c.retry_min != pl->c.retry_min ||
-		    p->c.retry_max != pl->c.retry_max ||
-		    p->c.device_buffer != pl->c.device_buffer)
+		if (port_changed(p, timing_opts))
 			keel_serial_set_timing(p->dev, &sp);
 	}
-	rearm = p->c.client_timeout != pl->c.client_timeout;
-	conf_free(&p->c);
-	p->c = pl->c;
-	memset(&pl->c, 0, sizeof(pl->c));
-	for (cl = p->clients; rearm && cl != NULL; cl = cl->next)
-		client_arm_idle(cl);
+	p->c = c;
+	if (keel_instance_changed(p->in, "client-timeout"))
+		for (cl = p->clients; cl != NULL; cl = cl->next)
+			client_arm_idle(cl);
 }
 
-/* ---- module hooks ---- */
+/* ---- instance hooks ---- */
 
-/* Allocate the bridge. */
+/* A bound, listening, non-blocking socket; -1 with errno. */
 static int
-bridge_start(struct keel_module *m)
+listen_socket(const struct keel_hostport *hp)
 {
-	struct bridge *b = calloc(1, sizeof(*b));
+	int fd, one = 1;
 
-	if (b == NULL)
+	fd = socket(hp->addr.ss_family,
+		    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1)
 		return -1;
-	keel_module_set_data(m, b);
-	return 0;
-}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (hp->addr.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)&hp->addr, hp->len) == -1 ||
+	    listen(fd, 64) == -1) {
+		int e = errno;
 
-/* Free what a transaction holds. */
-static void
-txn_free(struct txn *t)
-{
-	int i;
-
-	for (i = 0; i < t->n; i++) {
-		conf_free(&t->plans[i].c);
-		if (t->plans[i].listen_fd != -1)
-			close(t->plans[i].listen_fd);
+		close(fd);
+		errno = e;
+		return -1;
 	}
-	free(t->plans);
-	free(t);
-}
-
-/* The running port called @name. */
-static struct port *
-bridge_find(struct bridge *b, const char *name)
-{
-	struct port *p;
-
-	for (p = b->ports; p != NULL; p = p->next)
-		if (!p->removing && strcmp(p->c.name, name) == 0)
-			return p;
-	return NULL;
-}
-
-/* The running port listening on @listen. */
-static struct port *
-bridge_find_listen(struct bridge *b, const char *listen)
-{
-	struct port *p;
-
-	for (p = b->ports; p != NULL; p = p->next)
-		if (!p->removing && strcmp(p->c.listen, listen) == 0)
-			return p;
-	return NULL;
+	return fd;
 }
 
 /*
- * Read and check every section; bind new listen addresses now so that a
- * port in use rejects the reload. Nothing running changes.
+ * A listening socket for @c: a copy of another running port's when it
+ * listens there (a section renamed, an address moved; binding a second one
+ * would fail), else a new one. -1 with errno.
  */
 static int
-bridge_prepare(struct keel_module *m, cfg_t *cfg, unsigned int flags,
-	       void **txnp)
+listen_take(struct keel_module *m, const struct port_conf *c)
 {
-	struct bridge *b = keel_module_data(m);
-	unsigned int i, j, n = cfg_size(cfg, "serial");
-	struct txn *t = calloc(1, sizeof(*t));
-	struct port *holder;
+	struct keel_instance *o = NULL;
+	struct port *q;
+	int fd;
 
-	if (t == NULL)
-		return -1;
-	*txnp = t;
-	t->plans = calloc(n + 1, sizeof(*t->plans));
-	if (t->plans == NULL)
-		return -1;
-	for (i = 0; i < n; i++) {
-		cfg_t *sec = cfg_getnsec(cfg, "serial", i);
-		struct plan *pl = &t->plans[i];
-
-		pl->listen_fd = -1;
-		t->n = (int)i + 1;
-		if (conf_read(m, sec, &pl->c) == -1)
-			return -1;
-		for (j = 0; j < i; j++) {
-			if (strcmp(t->plans[j].c.device, pl->c.device) == 0) {
-				keel_module_error(
-					m, sec,
-					"serial '%s': device %s is already used by serial '%s'",
-					pl->c.name, pl->c.device,
-					t->plans[j].c.name);
-				return -1;
-			}
-			if (strcmp(t->plans[j].c.listen, pl->c.listen) == 0) {
-				keel_module_error(
-					m, sec,
-					"serial '%s': listen %s is already used by serial '%s'",
-					pl->c.name, pl->c.listen,
-					t->plans[j].c.name);
-				return -1;
-			}
-		}
-		pl->old = bridge_find(b, pl->c.name);
-		if (flags & KEEL_PREPARE_CHECK)
-			continue;
-		if (pl->old != NULL &&
-		    strcmp(pl->old->c.listen, pl->c.listen) == 0)
-			continue;
-		/*
-		 * The address may belong to another running port (a section
-		 * renamed, an address moved): hand its socket over instead of
-		 * binding a second one. The new configuration has it only once.
-		 */
-		holder = bridge_find_listen(b, pl->c.listen);
-		if (holder != NULL && holder->lev != NULL) {
-			pl->listen_fd = dup(evconnlistener_get_fd(holder->lev));
-			if (pl->listen_fd != -1)
-				continue;
-		}
-		pl->listen_fd = listen_socket(&pl->c);
-		if (pl->listen_fd == -1) {
-			keel_module_error(m, sec, "serial '%s': listen %s: %s",
-					  pl->c.name, pl->c.listen,
-					  strerror(errno));
-			return -1;
-		}
+	while ((o = keel_instance_next(m, o)) != NULL) {
+		q = keel_instance_data(o);
+		if (q != NULL && q->lev != NULL &&
+		    strcmp(q->c->listen.text, c->listen.text) == 0 &&
+		    (fd = dup(evconnlistener_get_fd(q->lev))) != -1)
+			return fd;
 	}
+	return listen_socket(&c->listen);
+}
+
+/* The socket prepare bound for commit, or -1 (the plan holds fd + 1). */
+static int
+plan_fd(const struct keel_instance *in)
+{
+	return (int)(intptr_t)keel_instance_plan(in) - 1;
+}
+
+/* Check what the options cannot say alone; bind a new listen address now,
+ * so that one in use rejects the transaction. */
+static int
+serial_prepare(struct keel_instance *in, const void *conf, unsigned int flags)
+{
+	const struct port_conf *c = conf;
+	int fd;
+
+	if (c->retry_max < c->retry_min) {
+		keel_instance_error(in, "retry-max",
+				    "retry-max %g is less than retry-min %g",
+				    c->retry_max, c->retry_min);
+		return -1;
+	}
+	if ((flags & KEEL_PREPARE_CHECK) ||
+	    (keel_instance_data(in) != NULL &&
+	     !keel_instance_changed(in, "listen")))
+		return 0;
+	fd = listen_take(keel_instance_module(in), c);
+	if (fd == -1) {
+		keel_instance_error(in, "listen", "listen %s: %s",
+				    c->listen.text, strerror(errno));
+		return -1;
+	}
+	keel_instance_set_plan(in, (void *)(intptr_t)(fd + 1));
 	return 0;
 }
 
-/* Switch: keep, update, add, remove. */
+/* Create the port, or apply the changes to it. */
 static void
-bridge_commit(struct keel_module *m, void *arg)
+serial_commit(struct keel_instance *in, const void *conf)
 {
-	struct bridge *b = keel_module_data(m);
-	struct txn *t = arg;
-	struct port *p, **tail;
-	int i;
+	struct port *p = keel_instance_data(in);
 
-	/* Ports not in the new configuration drain and close. */
-	for (p = b->ports; p != NULL; p = p->next) {
-		int found = 0;
-
-		for (i = 0; i < t->n; i++)
-			if (t->plans[i].old == p)
-				found = 1;
-		if (!found)
-			port_remove(p);
-	}
-	for (i = 0; i < t->n; i++) {
-		struct plan *pl = &t->plans[i];
-
-		if (pl->old != NULL) {
-			port_update(pl->old, pl);
-			continue;
-		}
-		p = port_new(m, pl);
-		if (p == NULL) {
-			keel_module_log(m, KEEL_LOG_ERR,
-					"%s: cannot create the port",
-					pl->c.name);
-			continue;
-		}
-		for (tail = &b->ports; *tail != NULL; tail = &(*tail)->next)
-			;
-		*tail = p;
-	}
-	txn_free(t);
-}
-
-/* Throw the plans away (closing the sockets bound for them). */
-static void
-bridge_abort(struct keel_module *m, void *arg)
-{
-	(void)m;
-	txn_free(arg);
-}
-
-/* Stop: drain every port; a second call frees everything now. */
-static void
-bridge_stop(struct keel_module *m)
-{
-	struct bridge *b = keel_module_data(m);
-	struct port *p, *next;
-
-	if (b == NULL) {
-		keel_module_stopped(m);
+	if (p != NULL) {
+		port_update(p, conf, plan_fd(in));
 		return;
 	}
-	if (b->stopping || b->ports == NULL) {
-		for (p = b->ports; p != NULL; p = next) {
-			next = p->next;
-			port_free(p);
-		}
-		free(b);
-		keel_module_set_data(m, NULL);
-		keel_module_stopped(m);
-		return;
-	}
-	b->stopping = 1;
-	for (p = b->ports; p != NULL; p = next) {
-		next = p->next;
+	p = port_new(in, conf, plan_fd(in));
+	if (p == NULL)
+		keel_instance_log(in, KEEL_LOG_ERR,
+				  "cannot create the port: %s",
+				  strerror(errno));
+	keel_instance_set_data(in, p);
+}
+
+/* Close the socket prepare bound. */
+static void
+serial_abort(struct keel_instance *in)
+{
+	if (plan_fd(in) != -1)
+		close(plan_fd(in));
+}
+
+/* Drain, then tell the framework; or free everything now. */
+static void
+serial_remove(struct keel_instance *in, unsigned int flags)
+{
+	struct port *p = keel_instance_data(in);
+
+	if (p == NULL) {
+		keel_instance_removed(in);
+	} else if (flags & KEEL_REMOVE_NOW) {
+		port_finish(p);
+	} else {
 		port_remove(p);
 	}
 }
 
-/* One line per port. */
+static const char *const flow_words[] = { "none", "rtscts", "xonxoff", NULL };
+static const char *const when_full_words[] = { "refuse", "kick-oldest", NULL };
+static const char *const slow_words[] = { "drop", "disconnect", NULL };
+
+/* The port's settings, state and clients. */
 static void
-bridge_status(struct keel_module *m, struct keel_status *st)
+serial_status(struct keel_instance *in, struct keel_status *st)
 {
-	struct bridge *b = keel_module_data(m);
-	const struct keel_serial_stats *s;
-	struct port *p;
-	char key[300], fmt[8];
+	struct port *p = keel_instance_data(in);
+	struct client *cl;
+	char buf[32];
+	int i = 0;
 
-	if (b == NULL)
+	if (p == NULL) {
+		keel_status_str(st, "state", "failed");
 		return;
-	for (p = b->ports; p != NULL; p = p->next) {
-		s = keel_serial_stats(p->dev);
-		snprintf(key, sizeof(key), "serial.%s", p->c.name);
-		keel_status_add(
-			st, key,
-			"%s %u %s, %s, listen %s, clients %d/%d, in %llu, out %llu, opens %llu, failures %llu, hangups %llu, drops %llu, client-drops %llu, accepted %llu, refused %llu, kicked %llu, slow-disconnects %llu%s",
-			p->c.device, p->c.line.speed,
-			keel_serial_format_name(&p->c.line, fmt, sizeof(fmt)),
-			keel_serial_state(p->dev), p->c.listen, p->nclients,
-			p->c.max_clients, (unsigned long long)s->bytes_in,
-			(unsigned long long)s->bytes_out,
-			(unsigned long long)s->opens,
-			(unsigned long long)s->open_failures,
-			(unsigned long long)s->hangups,
-			(unsigned long long)s->drops,
-			(unsigned long long)p->client_drops,
-			(unsigned long long)p->accepted,
-			(unsigned long long)p->refused,
-			(unsigned long long)p->kicked,
-			(unsigned long long)p->slow_disconnects,
-			p->removing ? ", draining" : "");
+	}
+	keel_status_str(st, "state", keel_serial_state(p->dev));
+	keel_status_str(st, "device", p->c->device);
+	keel_status_uint(st, "speed", p->line.speed);
+	keel_status_str(st, "format",
+			keel_serial_format_name(&p->line, buf, sizeof(buf)));
+	keel_status_str(st, "flow", flow_words[p->line.flow]);
+	keel_status_str(st, "listen", p->c->listen.text);
+	keel_status_int(st, "max_clients", p->c->max_clients);
+	for (cl = p->clients; cl != NULL; cl = cl->next) {
+		snprintf(buf, sizeof(buf), "client %d", ++i);
+		keel_status_push(st, buf);
+		keel_status_str(st, "peer", cl->peer);
+		keel_status_time(st, "since", cl->since);
+		keel_status_uint(st, "rx_bytes", cl->rx);
+		keel_status_uint(st, "tx_bytes", cl->tx);
+		keel_status_uint(st, "dropped_bytes", cl->dropped);
+		keel_status_pop(st);
 	}
 }
 
-/* Framework events: wake retries every waiting device now. */
+/* SIGALRM, keeld -s wake: every waiting device retries now. */
 static void
-bridge_event(struct keel_module *m, enum keel_event ev)
+serial_event(struct keel_module *m, enum keel_event ev)
 {
-	struct bridge *b = keel_module_data(m);
+	struct keel_instance *in = NULL;
 	struct port *p;
 
-	if (ev != KEEL_EVENT_WAKE || b == NULL)
+	if (ev != KEEL_EVENT_WAKE)
 		return;
-	for (p = b->ports; p != NULL; p = p->next)
-		keel_serial_wake(p->dev);
+	while ((in = keel_instance_next(m, in)) != NULL)
+		if ((p = keel_instance_data(in)) != NULL)
+			keel_serial_wake(p->dev);
 }
 
-/* ---- parse-time validators: errors carry the option's own line ---- */
-
-/* An integer option within [lo, hi]. */
+/* format: DATA PARITY STOP, such as 8N1; the message names the option. */
 static int
-check_int(cfg_t *cfg, cfg_opt_t *opt, long lo, long hi)
-{
-	long v = cfg_opt_getnint(opt, 0);
-
-	if (v < lo || v > hi) {
-		cfg_error(cfg,
-			  "serial '%s': %s %ld is out of range (%ld to %ld)",
-			  keel_section_title(cfg), opt->name, v, lo, hi);
-		return -1;
-	}
-	return 0;
-}
-
-/* A float option within [lo, hi]. */
-static int
-check_float(cfg_t *cfg, cfg_opt_t *opt, double lo, double hi)
-{
-	double v = cfg_opt_getnfloat(opt, 0);
-
-	if (!(v >= lo && v <= hi)) {
-		cfg_error(cfg, "serial '%s': %s %g is out of range (%g to %g)",
-			  keel_section_title(cfg), opt->name, v, lo, hi);
-		return -1;
-	}
-	return 0;
-}
-
-/* A string option that must be one of @words (space separated). */
-static int
-check_word(cfg_t *cfg, cfg_opt_t *opt, const char *words, const char *what)
-{
-	const char *v = cfg_opt_getnstr(opt, 0), *w = words;
-	size_t n = strlen(v);
-
-	while (n > 0 && (w = strstr(w, v)) != NULL) {
-		if ((w == words || w[-1] == ' ') &&
-		    (w[n] == ' ' || w[n] == '\0'))
-			return 0;
-		w += n;
-	}
-	cfg_error(cfg, "serial '%s': %s '%s' is not %s",
-		  keel_section_title(cfg), opt->name, v, what);
-	return -1;
-}
-
-static int
-check_speed(cfg_t *cfg, cfg_opt_t *opt)
-{
-	return check_int(cfg, opt, 50, 4000000);
-}
-
-static int
-check_max_clients(cfg_t *cfg, cfg_opt_t *opt)
-{
-	return check_int(cfg, opt, 1, 65536);
-}
-
-static int
-check_buffer(cfg_t *cfg, cfg_opt_t *opt)
-{
-	return check_int(cfg, opt, 1024, 64L * 1024 * 1024);
-}
-
-static int
-check_client_buffer(cfg_t *cfg, cfg_opt_t *opt)
-{
-	return check_int(cfg, opt, 4096, 64L * 1024 * 1024);
-}
-
-static int
-check_open_timeout(cfg_t *cfg, cfg_opt_t *opt)
-{
-	return check_float(cfg, opt, 0.001, 600);
-}
-
-static int
-check_seconds(cfg_t *cfg, cfg_opt_t *opt)
-{
-	return check_float(cfg, opt, 0, 86400);
-}
-
-static int
-check_retry(cfg_t *cfg, cfg_opt_t *opt)
-{
-	return check_float(cfg, opt, 0.001, 86400);
-}
-
-static int
-check_format(cfg_t *cfg, cfg_opt_t *opt)
+format_check(const char *value, char *err, size_t errlen)
 {
 	struct keel_serial_line line;
-	char err[200];
 
-	if (keel_serial_parse_format(cfg_opt_getnstr(opt, 0), &line, err,
-				     sizeof(err)) == -1) {
-		cfg_error(cfg, "serial '%s': %s", keel_section_title(cfg), err);
-		return -1;
-	}
-	return 0;
+	return keel_serial_parse_format(value, &line, err, errlen);
 }
 
-static int
-check_flow(cfg_t *cfg, cfg_opt_t *opt)
-{
-	return check_word(cfg, opt, "none rtscts xonxoff",
-			  "none, rtscts or xonxoff");
-}
+#define PC struct port_conf
 
-static int
-check_when_full(cfg_t *cfg, cfg_opt_t *opt)
-{
-	return check_word(cfg, opt, "refuse kick-oldest",
-			  "refuse or kick-oldest");
-}
-
-static int
-check_slow(cfg_t *cfg, cfg_opt_t *opt)
-{
-	return check_word(cfg, opt, "drop disconnect", "drop or disconnect");
-}
-
-/* listen: numeric HOST:PORT, IPv6 as [ADDR]:PORT; never a DNS lookup. */
-static int
-check_listen(cfg_t *cfg, cfg_opt_t *opt)
-{
-	const char *v = cfg_opt_getnstr(opt, 0);
-	struct sockaddr_storage ss;
-	int len = (int)sizeof(ss);
-
-	if (v == NULL || strchr(v, ':') == NULL ||
-	    evutil_parse_sockaddr_port(v, (struct sockaddr *)&ss, &len) == -1) {
-		cfg_error(
-			cfg,
-			"serial '%s': listen '%s' is not a numeric HOST:PORT (IPv6 as [ADDR]:PORT)",
-			keel_section_title(cfg), v != NULL ? v : "");
-		return -1;
-	}
-	return 0;
-}
-
-static const struct keel_validator serial_validators[] = {
-	{ "speed", check_speed },
-	{ "format", check_format },
-	{ "flow", check_flow },
-	{ "open-timeout", check_open_timeout },
-	{ "idle-timeout", check_seconds },
-	{ "retry-min", check_retry },
-	{ "retry-max", check_retry },
-	{ "listen", check_listen },
-	{ "max-clients", check_max_clients },
-	{ "when-full", check_when_full },
-	{ "client-timeout", check_seconds },
-	{ "stall-timeout", check_seconds },
-	{ "client-buffer", check_client_buffer },
-	{ "slow-client", check_slow },
-	{ "device-buffer", check_buffer },
-	{ NULL, NULL },
+static const struct keel_option serial_options[] = {
+	KEEL_OPTION("device", KEEL_OPT_STRING, PC, device, NULL,
+		    KEEL_OPT_REQUIRED | KEEL_OPT_NONEMPTY | KEEL_OPT_UNIQUE),
+	KEEL_OPTION_RANGE("speed", KEEL_OPT_INT, PC, speed, "9600", 50, 4000000,
+			  0),
+	KEEL_OPTION_CHECK("format", KEEL_OPT_STRING, PC, format, "8N1",
+			  format_check, 0),
+	KEEL_OPTION_ENUM("flow", PC, flow, "none", flow_words, 0),
+	KEEL_OPTION("local", KEEL_OPT_BOOL, PC, local, "true", 0),
+	KEEL_OPTION("hangup-on-close", KEEL_OPT_BOOL, PC, hangup_on_close,
+		    "false", 0),
+	KEEL_OPTION_RANGE("open-timeout", KEEL_OPT_SECONDS, PC, open_timeout,
+			  "2", 0.001, 600, 0),
+	KEEL_OPTION_RANGE("idle-timeout", KEEL_OPT_SECONDS, PC, idle_timeout,
+			  "0", 0, 86400, 0),
+	KEEL_OPTION_RANGE("retry-min", KEEL_OPT_SECONDS, PC, retry_min, "0.1",
+			  0.001, 86400, 0),
+	KEEL_OPTION_RANGE("retry-max", KEEL_OPT_SECONDS, PC, retry_max, "30",
+			  0.001, 86400, 0),
+	KEEL_OPTION("lock", KEEL_OPT_BOOL, PC, lock, "true", 0),
+	KEEL_OPTION("lock-dir", KEEL_OPT_STRING, PC, lock_dir, "/run/lock", 0),
+	KEEL_OPTION("listen", KEEL_OPT_HOSTPORT, PC, listen, NULL,
+		    KEEL_OPT_REQUIRED | KEEL_OPT_UNIQUE),
+	KEEL_OPTION_RANGE("max-clients", KEEL_OPT_INT, PC, max_clients, "4", 1,
+			  65536, 0),
+	KEEL_OPTION_ENUM("when-full", PC, when_full, "refuse", when_full_words,
+			 0),
+	KEEL_OPTION_RANGE("client-timeout", KEEL_OPT_SECONDS, PC,
+			  client_timeout, "0", 0, 86400, 0),
+	KEEL_OPTION_RANGE("stall-timeout", KEEL_OPT_SECONDS, PC, stall_timeout,
+			  "10", 0, 86400, 0),
+	KEEL_OPTION_RANGE("client-buffer", KEEL_OPT_SIZE, PC, client_buffer,
+			  "262144", 4096, 64 * MIB, 0),
+	KEEL_OPTION_ENUM("slow-client", PC, slow, "drop", slow_words, 0),
+	KEEL_OPTION_RANGE("device-buffer", KEEL_OPT_SIZE, PC, device_buffer,
+			  "65536", 1024, 64 * MIB, 0),
+	KEEL_OPTION("trace", KEEL_OPT_BOOL, PC, trace, "false", 0),
+	KEEL_OPTIONS_END,
 };
 
-static cfg_opt_t serial_opts[] = {
-	CFG_STR("device", "", CFGF_NONE),
-	CFG_INT("speed", 9600, CFGF_NONE),
-	CFG_STR("format", "8N1", CFGF_NONE),
-	CFG_STR("flow", "none", CFGF_NONE),
-	CFG_BOOL("local", cfg_true, CFGF_NONE),
-	CFG_BOOL("hangup-on-close", cfg_false, CFGF_NONE),
-	CFG_FLOAT("open-timeout", 2.0, CFGF_NONE),
-	CFG_FLOAT("idle-timeout", 0, CFGF_NONE),
-	CFG_FLOAT("retry-min", 0.1, CFGF_NONE),
-	CFG_FLOAT("retry-max", 30, CFGF_NONE),
-	CFG_BOOL("lock", cfg_true, CFGF_NONE),
-	CFG_STR("lock-dir", "/run/lock", CFGF_NONE),
-	CFG_STR("listen", "", CFGF_NONE),
-	CFG_INT("max-clients", 4, CFGF_NONE),
-	CFG_STR("when-full", "refuse", CFGF_NONE),
-	CFG_FLOAT("client-timeout", 0, CFGF_NONE),
-	CFG_FLOAT("stall-timeout", 10, CFGF_NONE),
-	CFG_INT("client-buffer", 262144, CFGF_NONE),
-	CFG_STR("slow-client", "drop", CFGF_NONE),
-	CFG_INT("device-buffer", 65536, CFGF_NONE),
-	CFG_BOOL("trace", cfg_false, CFGF_NONE),
-	CFG_END(),
-};
+#undef PC
 
 KEEL_MODULE_DESCRIPTOR = {
-	.abi = KEEL_MODULE_ABI,
+	KEEL_MODULE_HEAD, /* abi and size */
 	.name = "serial",
-	.version = "1.0.0",
+	.version = "2.0.0",
 	.section = KEEL_SECTION_TITLED,
-	.options = serial_opts,
-	.validators = serial_validators,
+	.options = serial_options,
+	.conf_size = sizeof(struct port_conf),
+	.label = "port",
 	.events = KEEL_EVENT_WAKE,
-	.start = bridge_start,
-	.prepare = bridge_prepare,
-	.commit = bridge_commit,
-	.abort = bridge_abort,
-	.stop = bridge_stop,
-	.status = bridge_status,
-	.event = bridge_event,
+	.prepare = serial_prepare,
+	.commit = serial_commit,
+	.abort = serial_abort,
+	.remove = serial_remove,
+	.status = serial_status,
+	.event = serial_event,
 };

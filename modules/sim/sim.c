@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * sim: simulated serial devices. Each `sim NAME { link mode rate
  * hangup-every }` section is a pseudo-terminal owned by keeld whose slave is
@@ -14,6 +15,10 @@
  * `hangup-every` seconds (0: never) the pty is closed, so that the reader
  * sees a hang-up, the link is removed, and about 0.2 s later a fresh pty is
  * published at the same link.
+ *
+ * Every option changes in place: a reload keeps the pty, so a reader
+ * notices nothing; a new link publishes the same pty there. After each
+ * reload a link someone removed or replaced is published again.
  *
  * The sim keeps one slave fd of its own open for the pty's whole life: with
  * no reader, a master whose slave is closed reads EIO forever and EV_READ
@@ -53,16 +58,19 @@ enum sim_mode {
 	SIM_PATTERN,
 };
 
-static const char *const sim_mode_names[] = { "echo", "nmea", "pattern" };
+static const char *const sim_modes[] = { "echo", "nmea", "pattern", NULL };
 
-struct sim {
-	struct sim *next;
-	struct keel_module *m;
-	char *name;
+/* One section, filled by the framework. */
+struct sim_conf {
 	char *link; /* where the slave is published */
-	enum sim_mode mode;
+	int mode;   /* enum sim_mode */
 	double rate;
 	double hangup_every;
+};
+
+struct sim {
+	struct keel_instance *in;
+	const struct sim_conf *conf; /* the committed one; NULL before */
 
 	int master;    /* -1 while hung up */
 	int slave;     /* our own slave fd, open as long as the master */
@@ -82,19 +90,7 @@ struct sim {
 	struct timespec last_tick;
 	struct timespec born; /* the nmea track starts here */
 
-	unsigned long long bytes_out, bytes_in, hangups, dropped;
-
-	char *tmp; /* prepare: temporary symlink that commit renames */
-};
-
-struct simmod {
-	struct sim *sims;
-	struct keel_counter *bytes_out, *bytes_in, *hangups, *dropped;
-};
-
-/* What prepare built for commit: the new list. */
-struct sim_txn {
-	struct sim *sims;
+	struct keel_metric *tx, *rx, *hangups, *drops;
 };
 
 static void sim_pump(struct sim *s);
@@ -108,131 +104,104 @@ sim_elapsed(const struct timespec *a, const struct timespec *b)
 	       (double)(b->tv_nsec - a->tv_nsec) / 1e9;
 }
 
-/* The mode called @name, or -1. */
-static int
-sim_mode_parse(const char *name)
-{
-	size_t i;
-
-	for (i = 0; i < sizeof(sim_mode_names) / sizeof(sim_mode_names[0]); i++)
-		if (strcmp(name, sim_mode_names[i]) == 0)
-			return (int)i;
-	return -1;
-}
-
 /* ---- publishing the slave at the link ---- */
 
-/* The temporary name next to @link (same directory, so rename is atomic). */
-static char *
-sim_tmp_name(const char *link)
-{
-	char *tmp;
-
-	if (asprintf(&tmp, "%s%s", link, SIM_TMP_SUFFIX) == -1)
-		return NULL;
-	return tmp;
-}
-
-/* Create a temporary symlink to @target next to @link; return its name. */
+/* Create a temporary symlink to @target next to @link (same directory, so
+ * that rename is atomic); return its name. */
 static char *
 sim_link_prepare(const char *link, const char *target)
 {
-	char *tmp = sim_tmp_name(link);
+	char *tmp;
 	int saved;
 
-	if (tmp == NULL)
+	if (asprintf(&tmp, "%s%s", link, SIM_TMP_SUFFIX) == -1)
 		return NULL;
 	/* A leftover of a keeld that died between prepare and commit. */
-	if (unlink(tmp) == -1 && errno != ENOENT)
-		goto fail;
-	if (symlink(target, tmp) == -1)
-		goto fail;
-	return tmp;
-fail:
-	saved = errno;
-	free(tmp);
-	errno = saved;
-	return NULL;
-}
-
-/* Remove a temporary symlink that will not be renamed. */
-static void
-sim_link_discard(struct sim *s)
-{
-	if (s->tmp == NULL)
-		return;
-	if (unlink(s->tmp) == -1 && errno != ENOENT)
-		keel_module_log(s->m, KEEL_LOG_WARNING, "%s: unlink %s: %s",
-				s->name, s->tmp, strerror(errno));
-	free(s->tmp);
-	s->tmp = NULL;
-}
-
-/* Rename the temporary symlink onto the link: readers see old or new. */
-static int
-sim_link_commit(struct sim *s)
-{
-	int rc = 0;
-
-	if (rename(s->tmp, s->link) == -1) {
-		keel_module_log(s->m, KEEL_LOG_WARNING,
-				"%s: cannot publish %s at %s: %s", s->name,
-				s->pts, s->link, strerror(errno));
-		rc = -1;
-		if (unlink(s->tmp) == -1 && errno != ENOENT)
-			keel_module_log(s->m, KEEL_LOG_WARNING,
-					"%s: unlink %s: %s", s->name, s->tmp,
-					strerror(errno));
+	if ((unlink(tmp) == -1 && errno != ENOENT) ||
+	    symlink(target, tmp) == -1) {
+		saved = errno;
+		free(tmp);
+		errno = saved;
+		return NULL;
 	}
-	free(s->tmp);
-	s->tmp = NULL;
-	s->published = rc == 0;
-	return rc;
+	return tmp;
+}
+
+/* Remove and free a temporary symlink that will not be renamed. */
+static void
+sim_link_discard(struct keel_instance *in, char *tmp)
+{
+	if (unlink(tmp) == -1 && errno != ENOENT)
+		keel_instance_log(in, KEEL_LOG_WARNING, "unlink %s: %s", tmp,
+				  strerror(errno));
+	free(tmp);
+}
+
+/* Rename @tmp onto the link (readers see old or new) and free it. */
+static int
+sim_link_commit(struct sim *s, char *tmp)
+{
+	const char *link = s->conf->link;
+
+	s->published = rename(tmp, link) == 0;
+	if (!s->published) {
+		keel_instance_log(s->in, KEEL_LOG_WARNING,
+				  "cannot publish %s at %s: %s", s->pts, link,
+				  strerror(errno));
+		sim_link_discard(s->in, tmp);
+		return -1;
+	}
+	free(tmp);
+	keel_instance_log(s->in, KEEL_LOG_INFO, "%s -> %s", link, s->pts);
+	return 0;
 }
 
 /* Publish the current pty at the link now. */
 static int
 sim_publish(struct sim *s)
 {
-	s->tmp = sim_link_prepare(s->link, s->pts);
-	if (s->tmp == NULL) {
-		keel_module_log(s->m, KEEL_LOG_WARNING,
-				"%s: cannot create a symlink next to %s: %s",
-				s->name, s->link, strerror(errno));
+	char *tmp = sim_link_prepare(s->conf->link, s->pts);
+
+	if (tmp == NULL) {
+		keel_instance_log(s->in, KEEL_LOG_WARNING,
+				  "cannot create a symlink next to %s: %s",
+				  s->conf->link, strerror(errno));
 		return -1;
 	}
-	if (sim_link_commit(s) == -1)
-		return -1;
-	keel_module_log(s->m, KEEL_LOG_INFO, "%s: %s -> %s", s->name, s->link,
-			s->pts);
-	return 0;
+	return sim_link_commit(s, tmp);
+}
+
+/* Non-zero when @link is a symbolic link to @pts. */
+static int
+sim_points_at(const char *link, const char *pts)
+{
+	char target[64];
+	ssize_t n;
+
+	n = readlink(link, target, sizeof(target) - 1);
+	if (n == -1)
+		return 0;
+	target[n] = '\0';
+	return strcmp(target, pts) == 0;
 }
 
 /* Remove @link if it still points at @pts (someone may have replaced it). */
 static void
 sim_unlink_if_ours(struct sim *s, const char *link, const char *pts)
 {
-	char target[sizeof(s->pts)];
-	ssize_t n;
-
-	n = readlink(link, target, sizeof(target) - 1);
-	if (n == -1)
-		return;
-	target[n] = '\0';
-	if (strcmp(target, pts) != 0)
-		return;
-	if (unlink(link) == -1 && errno != ENOENT)
-		keel_module_log(s->m, KEEL_LOG_WARNING, "%s: unlink %s: %s",
-				s->name, link, strerror(errno));
+	if (sim_points_at(link, pts) && unlink(link) == -1 && errno != ENOENT)
+		keel_instance_log(s->in, KEEL_LOG_WARNING, "unlink %s: %s",
+				  link, strerror(errno));
 }
 
 /* Take the link away from the current pty. */
 static void
 sim_unpublish(struct sim *s)
 {
-	if (!s->published)
+	/* Published only after a commit gave it its conf. */
+	if (!s->published || s->conf == NULL)
 		return;
-	sim_unlink_if_ours(s, s->link, s->pts);
+	sim_unlink_if_ours(s, s->conf->link, s->pts);
 	s->published = 0;
 }
 
@@ -305,37 +274,17 @@ sim_pty_close(struct sim *s)
 	if (s->hangup_ev != NULL)
 		event_del(s->hangup_ev);
 	if (s->master != -1 && close(s->master) == -1)
-		keel_module_log(s->m, KEEL_LOG_WARNING, "%s: close master: %s",
-				s->name, strerror(errno));
+		keel_instance_log(s->in, KEEL_LOG_WARNING, "close master: %s",
+				  strerror(errno));
 	if (s->slave != -1 && close(s->slave) == -1)
-		keel_module_log(s->m, KEEL_LOG_WARNING, "%s: close slave: %s",
-				s->name, strerror(errno));
+		keel_instance_log(s->in, KEEL_LOG_WARNING, "close slave: %s",
+				  strerror(errno));
 	s->master = s->slave = -1;
 	s->pts[0] = '\0';
 	s->out_off = s->out_len = 0;
 }
 
 /* ---- moving bytes ---- */
-
-/* Count bytes written to the pty. */
-static void
-sim_count_out(struct sim *s, size_t n)
-{
-	struct simmod *sm = keel_module_data(s->m);
-
-	s->bytes_out += n;
-	keel_counter_add(sm->bytes_out, n);
-}
-
-/* Count a sentence the full pty had no room for. */
-static void
-sim_count_drop(struct sim *s)
-{
-	struct simmod *sm = keel_module_data(s->m);
-
-	s->dropped++;
-	keel_counter_add(sm->dropped, 1);
-}
 
 /*
  * Write what is queued. 0 when all is written or the pty is full (write_ev
@@ -351,15 +300,12 @@ sim_flush(struct sim *s)
 			  s->out_len - s->out_off);
 		if (n == -1 && errno == EINTR)
 			continue;
-		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			if (event_add(s->write_ev, NULL) == -1)
-				return -1;
-			return 0;
-		}
+		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return event_add(s->write_ev, NULL);
 		if (n == -1)
 			return -1;
 		s->out_off += (size_t)n;
-		sim_count_out(s, (size_t)n);
+		keel_metric_add(s->tx, (uint64_t)n);
 	}
 	s->out_off = s->out_len = 0;
 	return 0;
@@ -389,6 +335,7 @@ sim_pattern_fill(struct sim *s, size_t n)
 static void
 sim_pump(struct sim *s)
 {
+	double rate = s->conf->rate;
 	int round;
 	size_t n;
 
@@ -401,9 +348,9 @@ sim_pump(struct sim *s)
 		}
 		if (s->out_len > 0)
 			break; /* full: write_ev brings us back */
-		if (s->mode != SIM_PATTERN)
+		if (s->conf->mode != SIM_PATTERN)
 			break;
-		if (s->rate > 0 && s->credit < 1)
+		if (rate > 0 && s->credit < 1)
 			break; /* the next tick allows more */
 		if (round == SIM_ROUNDS) {
 			/* Enough for one callback: go on when writable. */
@@ -414,9 +361,9 @@ sim_pump(struct sim *s)
 			break;
 		}
 		n = SIM_BUFSIZE;
-		if (s->rate > 0 && s->credit < SIM_BUFSIZE)
+		if (rate > 0 && s->credit < SIM_BUFSIZE)
 			n = (size_t)s->credit;
-		if (s->rate > 0)
+		if (rate > 0)
 			s->credit -= (double)n;
 		sim_pattern_fill(s, n);
 	}
@@ -432,7 +379,6 @@ static void
 sim_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct sim *s = arg;
-	struct simmod *sm = keel_module_data(s->m);
 	unsigned char scratch[4096], *dst;
 	size_t room;
 	ssize_t n;
@@ -440,7 +386,7 @@ sim_read_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)what;
 	for (round = 0; round < SIM_ROUNDS; round++) {
-		if (s->mode == SIM_ECHO) {
+		if (s->conf->mode == SIM_ECHO) {
 			if (s->out_off > 0) {
 				memmove(s->out, s->out + s->out_off,
 					s->out_len - s->out_off);
@@ -469,9 +415,8 @@ sim_read_cb(evutil_socket_t fd, short what, void *arg)
 			sim_fail(s, "read", n == 0 ? EIO : errno);
 			return;
 		}
-		s->bytes_in += (size_t)n;
-		keel_counter_add(sm->bytes_in, (uint64_t)n);
-		if (s->mode == SIM_ECHO)
+		keel_metric_add(s->rx, (uint64_t)n);
+		if (s->conf->mode == SIM_ECHO)
 			s->out_len += (size_t)n;
 	}
 	sim_pump(s);
@@ -511,21 +456,21 @@ sim_nmea_emit(struct sim *s, const char *line, size_t len)
 	if (len == 0 || s->master == -1)
 		return;
 	if (s->out_len > 0) {
-		sim_count_drop(s);
+		keel_metric_add(s->drops, 1);
 		return;
 	}
 	do
 		n = write(s->master, line, len);
 	while (n == -1 && errno == EINTR);
 	if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-		sim_count_drop(s);
+		keel_metric_add(s->drops, 1);
 		return;
 	}
 	if (n == -1) {
 		sim_fail(s, "write", errno);
 		return;
 	}
-	sim_count_out(s, (size_t)n);
+	keel_metric_add(s->tx, (uint64_t)n);
 	if ((size_t)n < len) {
 		/* The reader gets whole sentences: keep the rest. */
 		memcpy(s->out, line + n, len - (size_t)n);
@@ -558,8 +503,8 @@ sim_nmea_fix(struct sim *s)
 
 	if (clock_gettime(CLOCK_REALTIME, &now) == -1 ||
 	    gmtime_r(&now.tv_sec, &tm) == NULL) {
-		keel_module_log(s->m, KEEL_LOG_WARNING, "%s: clock: %s",
-				s->name, strerror(errno));
+		keel_instance_log(s->in, KEEL_LOG_WARNING, "clock: %s",
+				  strerror(errno));
 		return;
 	}
 	/* 10 knots due east at 48 degrees north: 0.004 minutes of longitude
@@ -596,25 +541,25 @@ static void
 sim_tick_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct sim *s = arg;
+	double rate = s->conf->rate, cap;
 	struct timespec now;
-	double cap;
 
 	(void)fd;
 	(void)what;
 	if (s->master == -1)
 		return;
-	if (s->mode == SIM_NMEA) {
+	if (s->conf->mode == SIM_NMEA) {
 		sim_nmea_fix(s);
 		return;
 	}
-	if (s->mode != SIM_PATTERN || s->rate <= 0)
+	if (s->conf->mode != SIM_PATTERN || rate <= 0)
 		return;
 	if (clock_gettime(CLOCK_MONOTONIC, &now) == -1)
 		return;
-	s->credit += s->rate * sim_elapsed(&s->last_tick, &now);
+	s->credit += rate * sim_elapsed(&s->last_tick, &now);
 	s->last_tick = now;
 	/* A slow reader sets the pace: no burst beyond about two ticks. */
-	cap = s->rate * 0.02 + 1;
+	cap = rate * 0.02 + 1;
 	if (cap < 2)
 		cap = 2;
 	if (s->credit > cap)
@@ -626,17 +571,16 @@ sim_tick_cb(evutil_socket_t fd, short what, void *arg)
 static void
 sim_arm(struct sim *s)
 {
+	int mode = s->conf->mode;
 	struct timeval tv;
 	double period;
 
 	if (s->master == -1)
 		return;
 	event_del(s->tick_ev);
-	if (s->mode == SIM_NMEA || (s->mode == SIM_PATTERN && s->rate > 0)) {
-		if (s->mode == SIM_NMEA) {
-			period = 1 / s->rate;
-		} else {
-			period = 1 / s->rate;
+	if (mode == SIM_NMEA || (mode == SIM_PATTERN && s->conf->rate > 0)) {
+		period = 1 / s->conf->rate;
+		if (mode == SIM_PATTERN) {
 			if (period < 0.01)
 				period = 0.01;
 			if (period > 0.25)
@@ -664,55 +608,70 @@ sim_arm_hangup(struct sim *s)
 	struct timeval tv;
 
 	event_del(s->hangup_ev);
-	if (s->master == -1 || s->hangup_every <= 0)
+	if (s->master == -1 || s->conf->hangup_every <= 0)
 		return;
-	tv = keel_timeval(s->hangup_every);
+	tv = keel_timeval(s->conf->hangup_every);
 	if (event_add(s->hangup_ev, &tv) == -1)
-		keel_module_log(s->m, KEEL_LOG_WARNING,
-				"%s: cannot arm hangup-every: %s", s->name,
-				strerror(errno));
+		keel_instance_log(s->in, KEEL_LOG_WARNING,
+				  "cannot arm hangup-every: %s",
+				  strerror(errno));
 }
 
 /* Point the pty's events at its fd; the pty is open. */
 static int
 sim_assign(struct sim *s)
 {
-	struct event_base *base = keel_module_base(s->m);
+	struct event_base *base = keel_module_base(keel_instance_module(s->in));
 
 	if (event_assign(s->read_ev, base, s->master, EV_READ | EV_PERSIST,
 			 sim_read_cb, s) == -1 ||
 	    event_assign(s->write_ev, base, s->master, EV_WRITE, sim_write_cb,
 			 s) == -1)
 		return -1;
-	if (event_add(s->read_ev, NULL) == -1)
-		return -1;
-	return 0;
+	return event_add(s->read_ev, NULL);
+}
+
+/* Start a pty that is open and published: its events and timers. */
+static void
+sim_start(struct sim *s)
+{
+	if (sim_assign(s) == -1) {
+		sim_fail(s, "event_add", errno);
+		return;
+	}
+	sim_arm(s);
+	sim_arm_hangup(s);
+}
+
+/* Schedule the fresh pty in @delay seconds. */
+static void
+sim_schedule_reopen(struct sim *s, double delay)
+{
+	struct timeval tv = keel_timeval(delay);
+
+	if (event_add(s->reopen_ev, &tv) == -1)
+		keel_instance_log(s->in, KEEL_LOG_ERR,
+				  "cannot schedule the reopen: %s",
+				  strerror(errno));
 }
 
 /* Close the pty and open a fresh one after @delay seconds. */
 static void
 sim_hangup(struct sim *s, double delay)
 {
-	struct simmod *sm = keel_module_data(s->m);
-	struct timeval tv = keel_timeval(delay);
-
 	sim_unpublish(s);
 	sim_pty_close(s);
-	s->hangups++;
-	keel_counter_add(sm->hangups, 1);
-	if (event_add(s->reopen_ev, &tv) == -1)
-		keel_module_log(s->m, KEEL_LOG_ERR,
-				"%s: cannot schedule the reopen: %s", s->name,
-				strerror(errno));
+	keel_metric_add(s->hangups, 1);
+	sim_schedule_reopen(s, delay);
 }
 
 /* An I/O error on the master: start over with a fresh pty. */
 static void
 sim_fail(struct sim *s, const char *what, int err)
 {
-	keel_module_log(s->m, KEEL_LOG_WARNING,
-			"%s: %s on %s: %s; reopening in %gs", s->name, what,
-			s->pts, strerror(err), SIM_RETRY_DELAY);
+	keel_instance_log(s->in, KEEL_LOG_WARNING,
+			  "%s on %s: %s; reopening in %gs", what, s->pts,
+			  strerror(err), SIM_RETRY_DELAY);
 	sim_hangup(s, SIM_RETRY_DELAY);
 }
 
@@ -724,8 +683,7 @@ sim_hangup_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	keel_module_log(s->m, KEEL_LOG_INFO, "%s: hanging up %s", s->name,
-			s->pts);
+	keel_instance_log(s->in, KEEL_LOG_INFO, "hanging up %s", s->pts);
 	sim_hangup(s, SIM_REOPEN_DELAY);
 }
 
@@ -734,34 +692,22 @@ static void
 sim_reopen_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct sim *s = arg;
-	struct timeval tv = keel_timeval(SIM_RETRY_DELAY);
 
 	(void)fd;
 	(void)what;
 	if (sim_pty_open(s) == -1) {
-		keel_module_log(s->m, KEEL_LOG_WARNING,
-				"%s: cannot open a pseudo-terminal: %s",
-				s->name, strerror(errno));
-		goto retry;
-	}
-	if (sim_assign(s) == -1) {
-		keel_module_log(s->m, KEEL_LOG_WARNING, "%s: events: %s",
-				s->name, strerror(errno));
-		sim_pty_close(s);
-		goto retry;
+		keel_instance_log(s->in, KEEL_LOG_WARNING,
+				  "cannot open a pseudo-terminal: %s",
+				  strerror(errno));
+		sim_schedule_reopen(s, SIM_RETRY_DELAY);
+		return;
 	}
 	if (sim_publish(s) == -1) {
 		sim_pty_close(s);
-		goto retry;
+		sim_schedule_reopen(s, SIM_RETRY_DELAY);
+		return;
 	}
-	sim_arm(s);
-	sim_arm_hangup(s);
-	return;
-retry:
-	if (event_add(s->reopen_ev, &tv) == -1)
-		keel_module_log(s->m, KEEL_LOG_ERR,
-				"%s: cannot schedule the reopen: %s", s->name,
-				strerror(errno));
+	sim_start(s);
 }
 
 /* ---- lifecycle of one sim ---- */
@@ -770,7 +716,8 @@ retry:
 static void
 sim_free(struct sim *s)
 {
-	sim_link_discard(s);
+	if (s == NULL)
+		return;
 	sim_unpublish(s);
 	sim_pty_close(s);
 	if (s->read_ev != NULL)
@@ -783,469 +730,283 @@ sim_free(struct sim *s)
 		event_free(s->hangup_ev);
 	if (s->reopen_ev != NULL)
 		event_free(s->reopen_ev);
-	free(s->name);
-	free(s->link);
 	free(s);
 }
 
-/* Free a list of sims. */
-static void
-sim_free_all(struct sim *s)
-{
-	struct sim *next;
-
-	for (; s != NULL; s = next) {
-		next = s->next;
-		sim_free(s);
-	}
-}
-
-/* Find the sim called @name in @list. */
+/* A new sim with its pty open (not published) and its events allocated
+ * (not added); NULL after reporting. */
 static struct sim *
-sim_find(struct sim *list, const char *name)
+sim_new(struct keel_instance *in)
 {
-	for (; list != NULL; list = list->next)
-		if (strcmp(list->name, name) == 0)
-			return list;
-	return NULL;
-}
+	struct event_base *base = keel_module_base(keel_instance_module(in));
+	struct sim *s = calloc(1, sizeof(*s));
 
-/* Take the sim called @name out of @list; NULL if absent. */
-static struct sim *
-sim_take(struct sim **list, const char *name)
-{
-	struct sim **p, *s;
-
-	for (p = list; *p != NULL; p = &(*p)->next) {
-		if (strcmp((*p)->name, name) == 0) {
-			s = *p;
-			*p = s->next;
-			s->next = NULL;
-			return s;
-		}
+	if (s == NULL) {
+		keel_instance_error(in, NULL, "out of memory");
+		return NULL;
 	}
-	return NULL;
-}
-
-/* Allocate the events of a new sim (not added). */
-static int
-sim_events_new(struct sim *s)
-{
-	struct event_base *base = keel_module_base(s->m);
-
+	s->in = in;
+	s->master = s->slave = -1;
 	s->read_ev = event_new(base, -1, EV_READ | EV_PERSIST, sim_read_cb, s);
 	s->write_ev = event_new(base, -1, EV_WRITE, sim_write_cb, s);
 	s->tick_ev = event_new(base, -1, EV_PERSIST, sim_tick_cb, s);
 	s->hangup_ev = event_new(base, -1, 0, sim_hangup_cb, s);
 	s->reopen_ev = event_new(base, -1, 0, sim_reopen_cb, s);
 	if (s->read_ev == NULL || s->write_ev == NULL || s->tick_ev == NULL ||
-	    s->hangup_ev == NULL || s->reopen_ev == NULL)
-		return -1;
-	return 0;
+	    s->hangup_ev == NULL || s->reopen_ev == NULL) {
+		keel_instance_error(in, NULL, "out of memory");
+		goto fail;
+	}
+	if (sim_pty_open(s) == -1) {
+		keel_instance_error(in, NULL,
+				    "cannot open a pseudo-terminal: %s",
+				    strerror(errno));
+		goto fail;
+	}
+	return s;
+fail:
+	sim_free(s);
+	return NULL;
 }
 
-/* ---- validators ---- */
-
-/* mode: echo, nmea or pattern. */
+/* Checks that need the whole section or the filesystem; -1 after
+ * reporting. */
 static int
-sim_check_mode(cfg_t *cfg, cfg_opt_t *opt)
+sim_check(struct keel_instance *in, const struct sim_conf *c)
 {
-	const char *v = cfg_opt_getnstr(opt, cfg_opt_size(opt) - 1);
+	char dir[PATH_MAX], *slash;
+	struct stat st;
+	int rc;
 
-	if (v == NULL || sim_mode_parse(v) == -1) {
-		cfg_error(cfg,
-			  "sim: mode '%s' is not one of echo, nmea, pattern",
-			  v != NULL ? v : "");
+	if (c->mode == SIM_NMEA &&
+	    (c->rate < SIM_NMEA_RATE_MIN || c->rate > SIM_NMEA_RATE_MAX)) {
+		keel_instance_error(
+			in, "rate",
+			"nmea rate %g is out of range (%g to %g fixes a second)",
+			c->rate, SIM_NMEA_RATE_MIN, SIM_NMEA_RATE_MAX);
 		return -1;
 	}
-	return 0;
-}
-
-/* link: an absolute path naming a file. */
-static int
-sim_check_link(cfg_t *cfg, cfg_opt_t *opt)
-{
-	const char *v = cfg_opt_getnstr(opt, cfg_opt_size(opt) - 1);
-	size_t len = v != NULL ? strlen(v) : 0;
-
-	if (len == 0 || v[0] != '/' || v[len - 1] == '/') {
-		cfg_error(cfg, "sim: link '%s' is not an absolute file path",
-			  v != NULL ? v : "");
+	if (c->hangup_every > 0 && c->hangup_every < SIM_HANGUP_MIN) {
+		keel_instance_error(
+			in, "hangup-every",
+			"hangup-every %g is out of range (0 for never, or %g to %g seconds)",
+			c->hangup_every, SIM_HANGUP_MIN, SIM_HANGUP_MAX);
 		return -1;
 	}
-	if (len + sizeof(SIM_TMP_SUFFIX) > PATH_MAX) {
-		cfg_error(cfg, "sim: link '%s' is too long", v);
+	if (lstat(c->link, &st) == 0 && !S_ISLNK(st.st_mode)) {
+		keel_instance_error(
+			in, "link",
+			"link %s exists and is not a symbolic link; refusing to replace it",
+			c->link);
 		return -1;
 	}
-	return 0;
-}
-
-/* rate: 0 or more (its upper bound depends on the mode). */
-static int
-sim_check_rate(cfg_t *cfg, cfg_opt_t *opt)
-{
-	double v = cfg_opt_getnfloat(opt, cfg_opt_size(opt) - 1);
-
-	if (!(v >= 0 && v <= SIM_RATE_MAX)) {
-		cfg_error(cfg, "sim: rate %g is out of range (0 to %g)", v,
-			  SIM_RATE_MAX);
-		return -1;
+	/* The directory ("/" for "/x"); sim_check_link() bounds the length. */
+	snprintf(dir, sizeof(dir), "%s", c->link);
+	slash = strrchr(dir, '/');
+	slash[slash == dir ? 1 : 0] = '\0';
+	rc = stat(dir, &st);
+	if (rc == 0 && !S_ISDIR(st.st_mode)) {
+		rc = -1;
+		errno = ENOTDIR;
 	}
-	return 0;
-}
-
-/* hangup-every: 0 (never) or seconds. */
-static int
-sim_check_hangup(cfg_t *cfg, cfg_opt_t *opt)
-{
-	double v = cfg_opt_getnfloat(opt, cfg_opt_size(opt) - 1);
-
-	if (!(v == 0 || (v >= SIM_HANGUP_MIN && v <= SIM_HANGUP_MAX))) {
-		cfg_error(
-			cfg,
-			"sim: hangup-every %g is out of range (0 for never, or %g to %g seconds)",
-			v, SIM_HANGUP_MIN, SIM_HANGUP_MAX);
-		return -1;
-	}
-	return 0;
+	if (rc == -1)
+		keel_instance_error(in, "link", "link directory %s: %s", dir,
+				    strerror(errno));
+	return rc;
 }
 
 /* ---- the module hooks ---- */
 
-/* Allocate the module's state. */
+/* link: an absolute path naming a file, with room for the suffix. */
 static int
-sim_start(struct keel_module *m)
+sim_check_link(const char *v, char *err, size_t errlen)
 {
-	struct simmod *sm = calloc(1, sizeof(*sm));
+	size_t len = strlen(v);
 
-	if (sm == NULL)
-		return -1;
-	sm->bytes_out = keel_counter(m, "bytes-out");
-	sm->bytes_in = keel_counter(m, "bytes-in");
-	sm->hangups = keel_counter(m, "hangups");
-	sm->dropped = keel_counter(m, "dropped");
-	keel_module_set_data(m, sm);
-	return 0;
-}
-
-/* Checks of one section that need no resource; -1 after reporting. */
-static int
-sim_check_section(struct keel_module *m, cfg_t *sec, struct sim *s,
-		  struct sim *others)
-{
-	struct stat st;
-	char *dir, *slash;
-	int rc = 0;
-
-	if (s->mode == SIM_NMEA &&
-	    (s->rate < SIM_NMEA_RATE_MIN || s->rate > SIM_NMEA_RATE_MAX)) {
-		keel_module_error(
-			m, sec,
-			"sim '%s': nmea rate %g is out of range (%g to %g fixes a second)",
-			s->name, s->rate, SIM_NMEA_RATE_MIN, SIM_NMEA_RATE_MAX);
-		return -1;
-	}
-	for (; others != NULL; others = others->next) {
-		if (strcmp(others->link, s->link) == 0) {
-			keel_module_error(
-				m, sec,
-				"sim '%s': link %s is already sim '%s''s link",
-				s->name, s->link, others->name);
-			return -1;
-		}
-	}
-	if (lstat(s->link, &st) == 0 && !S_ISLNK(st.st_mode)) {
-		keel_module_error(
-			m, sec,
-			"sim '%s': %s exists and is not a symbolic link; refusing to replace it",
-			s->name, s->link);
-		return -1;
-	}
-	dir = strdup(s->link);
-	if (dir == NULL)
-		return -1;
-	slash = strrchr(dir, '/');
-	if (slash == dir)
-		slash[1] = '\0';
+	if (len == 0 || v[0] != '/' || v[len - 1] == '/')
+		snprintf(err, errlen, "link '%s' is not an absolute file path",
+			 v);
+	else if (len + sizeof(SIM_TMP_SUFFIX) > PATH_MAX)
+		snprintf(err, errlen, "link '%s' is too long", v);
 	else
-		slash[0] = '\0';
-	if (stat(dir, &st) == -1) {
-		keel_module_error(m, sec, "sim '%s': directory %s: %s", s->name,
-				  dir, strerror(errno));
-		rc = -1;
-	} else if (!S_ISDIR(st.st_mode)) {
-		keel_module_error(m, sec, "sim '%s': %s is not a directory",
-				  s->name, dir);
-		rc = -1;
-	}
-	free(dir);
-	return rc;
-}
-
-/* Acquire what a section needs so that commit cannot fail. */
-static int
-sim_acquire(struct keel_module *m, cfg_t *sec, struct sim *s, struct sim *old)
-{
-	char target[sizeof(s->pts)];
-	ssize_t n;
-
-	if (old != NULL) {
-		/* Same pty. Re-publish it when the link moved or someone
-		 * removed or replaced it; nothing to do while hung up. */
-		if (old->master == -1)
-			return 0;
-		n = readlink(s->link, target, sizeof(target) - 1);
-		if (n >= 0)
-			target[n] = '\0';
-		if (strcmp(old->link, s->link) == 0 && n >= 0 &&
-		    strcmp(target, old->pts) == 0)
-			return 0;
-		s->tmp = sim_link_prepare(s->link, old->pts);
-		if (s->tmp == NULL) {
-			keel_module_error(m, sec,
-					  "sim '%s': cannot create %s%s: %s",
-					  s->name, s->link, SIM_TMP_SUFFIX,
-					  strerror(errno));
-			return -1;
-		}
 		return 0;
-	}
-	if (sim_events_new(s) == -1)
-		return -1;
-	if (sim_pty_open(s) == -1) {
-		keel_module_error(m, sec,
-				  "sim '%s': cannot open a pseudo-terminal: %s",
-				  s->name, strerror(errno));
-		return -1;
-	}
-	s->tmp = sim_link_prepare(s->link, s->pts);
-	if (s->tmp == NULL) {
-		keel_module_error(m, sec, "sim '%s': cannot create %s%s: %s",
-				  s->name, s->link, SIM_TMP_SUFFIX,
-				  strerror(errno));
-		return -1;
-	}
-	return 0;
+	return -1;
 }
 
-/* Build the new list of sims; nothing running changes. */
+/*
+ * Check a section and acquire what commit needs: a new sim gets its pty
+ * and a temporary link to it; a running one whose link moves gets a
+ * temporary link to its pty next to the new link (nothing while hung up).
+ */
 static int
-sim_prepare(struct keel_module *m, cfg_t *cfg, unsigned int flags, void **txnp)
+sim_prepare(struct keel_instance *in, const void *arg, unsigned int flags)
 {
-	struct simmod *sm = keel_module_data(m);
-	struct sim_txn *txn;
-	struct sim **tail, *s;
-	unsigned int i, n = cfg_size(cfg, "sim");
-	const char *link, *mode;
+	const struct sim_conf *c = arg;
+	struct sim *s;
+	char *tmp;
 
-	txn = calloc(1, sizeof(*txn));
-	if (txn == NULL)
+	if (sim_check(in, c) == -1)
 		return -1;
-	*txnp = txn;
-	tail = &txn->sims;
-	for (i = 0; i < n; i++) {
-		cfg_t *sec = cfg_getnsec(cfg, "sim", i);
-
-		s = calloc(1, sizeof(*s));
-		if (s == NULL)
-			return -1;
-		s->master = s->slave = -1;
-		s->m = m;
-		s->name = strdup(keel_section_title(sec));
-		if (s->name == NULL) {
-			free(s);
-			return -1;
-		}
-		link = cfg_getstr(sec, "link");
-		if (link == NULL) {
-			keel_module_error(m, sec, "sim '%s': link is required",
-					  s->name);
-			free(s->name);
-			free(s);
-			return -1;
-		}
-		s->link = strdup(link);
-		if (s->link == NULL) {
-			free(s->name);
-			free(s);
-			return -1;
-		}
-		mode = cfg_getstr(sec, "mode");
-		if (mode == NULL || sim_mode_parse(mode) == -1) {
-			keel_module_error(m, sec, "sim '%s': bad mode",
-					  s->name);
-			sim_free(s);
-			return -1;
-		}
-		s->mode = (enum sim_mode)sim_mode_parse(mode);
-		s->rate = cfg_getfloat(sec, "rate");
-		s->hangup_every = cfg_getfloat(sec, "hangup-every");
-		if (sim_check_section(m, sec, s, txn->sims) == -1) {
-			sim_free(s);
-			return -1;
-		}
-		*tail = s;
-		tail = &s->next;
-		if (flags & KEEL_PREPARE_CHECK)
-			continue;
-		if (sim_acquire(m, sec, s, sim_find(sm->sims, s->name)) == -1)
-			return -1;
+	if (flags & KEEL_PREPARE_CHECK)
+		return 0;
+	if (keel_instance_change(in) == KEEL_CHANGE_INPLACE) {
+		s = keel_instance_data(in);
+		if (!keel_instance_changed(in, "link") || s->master == -1)
+			return 0;
+	} else if ((s = sim_new(in)) == NULL) {
+		return -1;
 	}
+	tmp = sim_link_prepare(c->link, s->pts);
+	if (tmp == NULL) {
+		keel_instance_error(in, "link", "cannot create %s%s: %s",
+				    c->link, SIM_TMP_SUFFIX, strerror(errno));
+		if (s->conf == NULL)
+			sim_free(s);
+		return -1;
+	}
+	if (s->conf == NULL)
+		keel_instance_set_data(in, s);
+	keel_instance_set_plan(in, tmp);
 	return 0;
 }
 
-/* Apply a prepared section to the running sim of the same name. */
+/* Switch to the prepared section: publish and start a new sim, or apply
+ * the changes to the running one. */
 static void
-sim_update(struct sim *old, struct sim *ns)
+sim_commit(struct keel_instance *in, const void *arg)
 {
-	int relink = strcmp(old->link, ns->link) != 0;
-	int rearm = old->mode != ns->mode || old->rate != ns->rate;
-	char *prev = old->link;
+	const struct sim_conf *old = keel_instance_conf(in);
+	struct sim *s = keel_instance_data(in);
+	char *tmp = keel_instance_plan(in);
 
-	if (relink || ns->tmp != NULL) {
-		old->link = ns->link;
-		ns->link = prev;
-		if (ns->tmp != NULL) {
-			old->tmp = ns->tmp;
-			ns->tmp = NULL;
-			if (sim_link_commit(old) == 0)
-				keel_module_log(old->m, KEEL_LOG_INFO,
-						"%s: %s -> %s", old->name,
-						old->link, old->pts);
-		}
-		/* The old link goes, unless someone else took it. */
-		if (relink && old->master != -1)
-			sim_unlink_if_ours(old, prev, old->pts);
+	s->conf = arg;
+	if (keel_instance_change(in) != KEEL_CHANGE_INPLACE) {
+		struct keel_module *m = keel_instance_module(in);
+
+		s->tx = keel_metric_new(
+			m, in, KEEL_METRIC_COUNTER, "tx_bytes_total",
+			"Bytes written to the pseudo-terminal", NULL, NULL);
+		s->rx = keel_metric_new(
+			m, in, KEEL_METRIC_COUNTER, "rx_bytes_total",
+			"Bytes the client wrote to the pseudo-terminal", NULL,
+			NULL);
+		s->hangups = keel_metric_new(
+			m, in, KEEL_METRIC_COUNTER, "hangups_total",
+			"Pseudo-terminals closed (hangup-every, I/O errors)",
+			NULL, NULL);
+		s->drops = keel_metric_new(
+			m, in, KEEL_METRIC_COUNTER, "drops_total",
+			"NMEA sentences dropped: the pseudo-terminal was full",
+			NULL, NULL);
+		sim_link_commit(s, tmp);
+		sim_start(s);
+		return;
 	}
-	if (rearm) {
-		old->mode = ns->mode;
-		old->rate = ns->rate;
-		sim_arm(old);
-	}
-	if (old->hangup_every != ns->hangup_every) {
-		old->hangup_every = ns->hangup_every;
-		sim_arm_hangup(old);
+	if (tmp != NULL)
+		sim_link_commit(s, tmp);
+	/* The old link goes, unless someone else took it. */
+	if (keel_instance_changed(in, "link") && s->master != -1)
+		sim_unlink_if_ours(s, old->link, s->pts);
+	if (keel_instance_changed(in, "mode") ||
+	    keel_instance_changed(in, "rate"))
+		sim_arm(s);
+	if (keel_instance_changed(in, "hangup-every"))
+		sim_arm_hangup(s);
+}
+
+/* Throw away what prepare built: a new sim, a temporary link. */
+static void
+sim_abort(struct keel_instance *in)
+{
+	struct sim *s = keel_instance_data(in);
+	char *tmp = keel_instance_plan(in);
+
+	if (tmp != NULL)
+		sim_link_discard(in, tmp);
+	if (s != NULL && s->conf == NULL) {
+		sim_free(s);
+		keel_instance_set_data(in, NULL);
 	}
 }
 
-/* Switch to the prepared sims: keep, change in place, add, remove. */
+/* Close the pty and remove the link; nothing to drain. */
 static void
-sim_commit(struct keel_module *m, void *arg)
+sim_remove(struct keel_instance *in, unsigned int flags)
 {
-	struct simmod *sm = keel_module_data(m);
-	struct sim_txn *txn = arg;
-	struct sim *ns, *old, *result = NULL, **tail = &result, *next;
-
-	for (ns = txn->sims; ns != NULL; ns = next) {
-		next = ns->next;
-		ns->next = NULL;
-		old = sim_take(&sm->sims, ns->name);
-		if (old != NULL) {
-			sim_update(old, ns);
-			sim_free(ns);
-			*tail = old;
-			tail = &old->next;
-			continue;
-		}
-		if (sim_link_commit(ns) == 0)
-			keel_module_log(m, KEEL_LOG_INFO, "%s: %s -> %s",
-					ns->name, ns->link, ns->pts);
-		if (sim_assign(ns) == -1)
-			sim_fail(ns, "event_add", errno);
-		else {
-			sim_arm(ns);
-			sim_arm_hangup(ns);
-		}
-		*tail = ns;
-		tail = &ns->next;
-	}
-	/* What is left was removed from the configuration. */
-	sim_free_all(sm->sims);
-	sm->sims = result;
-	free(txn);
+	(void)flags;
+	sim_free(keel_instance_data(in));
+	keel_instance_set_data(in, NULL);
+	keel_instance_removed(in);
 }
 
-/* Throw the prepared sims away: their ptys and temporary links. */
+/* After a reload, publish again a link someone removed or replaced. */
 static void
-sim_abort(struct keel_module *m, void *arg)
+sim_event(struct keel_module *m, enum keel_event ev)
 {
-	struct sim_txn *txn = arg;
-
-	(void)m;
-	sim_free_all(txn->sims);
-	free(txn);
-}
-
-/* Close every pty and remove every link; nothing to drain. */
-static void
-sim_stop(struct keel_module *m)
-{
-	struct simmod *sm = keel_module_data(m);
-
-	if (sm != NULL) {
-		sim_free_all(sm->sims);
-		free(sm);
-		keel_module_set_data(m, NULL);
-	}
-	keel_module_stopped(m);
-}
-
-/* One line per sim. */
-static void
-sim_status(struct keel_module *m, struct keel_status *st)
-{
-	struct simmod *sm = keel_module_data(m);
+	struct keel_instance *in = NULL;
+	struct stat st;
 	struct sim *s;
-	char key[300], rate[64];
 
-	for (s = sm->sims; s != NULL; s = s->next) {
-		snprintf(key, sizeof(key), "sim.%s", s->name);
-		if (s->mode == SIM_ECHO)
-			rate[0] = '\0';
-		else if (s->mode == SIM_NMEA)
-			snprintf(rate, sizeof(rate), ", rate %g/s", s->rate);
-		else if (s->rate > 0)
-			snprintf(rate, sizeof(rate), ", rate %g B/s", s->rate);
+	if (ev != KEEL_EVENT_RELOAD)
+		return;
+	while ((in = keel_instance_next(m, in)) != NULL) {
+		s = keel_instance_data(in);
+		if (s == NULL || s->conf == NULL || s->master == -1 ||
+		    sim_points_at(s->conf->link, s->pts))
+			continue;
+		if (lstat(s->conf->link, &st) == 0 && !S_ISLNK(st.st_mode))
+			keel_instance_log(
+				in, KEEL_LOG_WARNING,
+				"%s exists and is not a symbolic link; refusing to replace it",
+				s->conf->link);
 		else
-			snprintf(rate, sizeof(rate), ", rate unlimited");
-		keel_status_add(
-			st, key,
-			"mode %s%s, link %s -> %s, hangup-every %gs, %llu bytes out, %llu bytes in, %llu hangups, %llu dropped",
-			sim_mode_names[s->mode], rate, s->link,
-			s->master != -1 ? s->pts : "(hung up)", s->hangup_every,
-			s->bytes_out, s->bytes_in, s->hangups, s->dropped);
+			sim_publish(s);
 	}
 }
 
-static cfg_opt_t sim_opts[] = {
-	CFG_STR("link", NULL, CFGF_NODEFAULT),
-	CFG_STR("mode", "echo", CFGF_NONE),
-	CFG_FLOAT("rate", 1.0, CFGF_NONE),
-	CFG_FLOAT("hangup-every", 0.0, CFGF_NONE),
-	CFG_END(),
-};
+/* The section's mode, link and pty; the counters are its metrics. */
+static void
+sim_status(struct keel_instance *in, struct keel_status *st)
+{
+	const struct sim *s = keel_instance_data(in);
 
-static const struct keel_validator sim_validators[] = {
-	{ "link", sim_check_link },
-	{ "mode", sim_check_mode },
-	{ "rate", sim_check_rate },
-	{ "hangup-every", sim_check_hangup },
-	{ NULL, NULL },
+	if (s == NULL || s->conf == NULL)
+		return;
+	keel_status_str(st, "mode", sim_modes[s->conf->mode]);
+	if (s->conf->mode != SIM_ECHO)
+		keel_status_double(st, "rate", s->conf->rate);
+	keel_status_str(st, "link", s->conf->link);
+	keel_status_str(st, "state", s->master != -1 ? "open" : "hung up");
+	if (s->master != -1)
+		keel_status_str(st, "pts", s->pts);
+	keel_status_bool(st, "published", s->published);
+	keel_status_double(st, "hangup_every", s->conf->hangup_every);
+}
+
+static const struct keel_option sim_options[] = {
+	KEEL_OPTION_CHECK("link", KEEL_OPT_STRING, struct sim_conf, link, NULL,
+			  sim_check_link, KEEL_OPT_REQUIRED | KEEL_OPT_UNIQUE),
+	KEEL_OPTION_ENUM("mode", struct sim_conf, mode, "echo", sim_modes, 0),
+	KEEL_OPTION_RANGE("rate", KEEL_OPT_FLOAT, struct sim_conf, rate, "1", 0,
+			  SIM_RATE_MAX, 0),
+	KEEL_OPTION_RANGE("hangup-every", KEEL_OPT_SECONDS, struct sim_conf,
+			  hangup_every, "0", 0, SIM_HANGUP_MAX, 0),
+	KEEL_OPTIONS_END,
 };
 
 KEEL_MODULE_DESCRIPTOR = {
-	.abi = KEEL_MODULE_ABI,
+	KEEL_MODULE_HEAD, /* abi, size */
 	.name = "sim",
-	.version = "1.0.0",
+	.version = "2.0.0",
 	.section = KEEL_SECTION_TITLED,
-	.options = sim_opts,
-	.validators = sim_validators,
-	.events = 0,
-	.start = sim_start,
+	.options = sim_options,
+	.conf_size = sizeof(struct sim_conf),
+	.label = "sim",
+	.events = KEEL_EVENT_RELOAD,
 	.prepare = sim_prepare,
 	.commit = sim_commit,
 	.abort = sim_abort,
-	.stop = sim_stop,
+	.remove = sim_remove,
 	.status = sim_status,
-	.event = NULL,
+	.event = sim_event,
 };

@@ -134,19 +134,27 @@ def sha(data):
     return hashlib.sha256(data).hexdigest()
 
 
-def port_status(k, name):
-    """The status fields of one port, as a dict (plus 'state')."""
+def statuses(k):
+    """{port: {field: value}} from the `serial.PORT.FIELD: VALUE` lines of
+    keeld -s status (a client's fields as 'client N.peer'); numbers as ints."""
     rc, out, err = k.ctl("status")
+    if rc != 0:
+        raise AssertionError("keeld -s status failed (%d): %s" % (rc, err))
+    ports = {}
     for line in out.splitlines():
-        if line.startswith("serial.%s: " % name):
-            parts = line.split(": ", 1)[1].split(", ")
-            st = {"head": parts[0], "state": parts[1]}
-            for p in parts[2:]:
-                kv = p.split(" ", 1)
-                if len(kv) == 2:
-                    st[kv[0]] = kv[1]
-            return st
-    raise AssertionError("no status line for serial.%s in:\n%s" % (name, out))
+        key, sep, value = line.partition(": ")
+        if sep and key.startswith("serial."):
+            name, _, field = key[len("serial."):].partition(".")
+            ports.setdefault(name, {})[field] = int(value) if value.isdigit() else value
+    return ports
+
+
+def port_status(k, name):
+    """The status fields and metrics of one port, as a dict."""
+    st = statuses(k).get(name)
+    if st is None:
+        raise AssertionError("no status of serial.%s in:\n%s" % (name, k.ctl("status")[1]))
+    return st
 
 
 def wait_open(k, name, timeout=5):

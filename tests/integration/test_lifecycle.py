@@ -229,7 +229,7 @@ class CommandLine(unittest.TestCase):
     def test_version_and_help(self):
         r = self.run_keeld("-V")
         self.assertEqual(r.returncode, 0)
-        self.assertRegex(r.stdout, r"keeld \d+\.\d+\.\d+ \(module ABI \d+\)")
+        self.assertRegex(r.stdout, r"keeld \d+\.\d+\.\d+ \(keel \d+\.\d+\.\d+, module ABI 2\)")
         r = self.run_keeld("--help")
         self.assertEqual(r.returncode, 0)
         for opt in ("--config", "--foreground", "--test", "--signal", "--pidfile", "--module-path", "--debug"):

@@ -19,7 +19,7 @@ class Modules(unittest.TestCase):
 
     def test_wrong_abi_is_refused_naming_the_file(self):
         with Keeld("", modules=("badabi",), extra_modules=("badabi",)) as k:
-            err = self.start_fails(k, "module 'badabi' cannot be used: %s/badabi.so: built for module ABI 99" % k.moddir)
+            err = self.start_fails(k, "module 'badabi' cannot be used: %s/badabi.so: built for module ABI 1, this keeld supports ABI 2" % k.moddir)
             self.assertIn(k.conf + ":6: load:", err)
 
     def test_missing_descriptor(self):

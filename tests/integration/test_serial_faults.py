@@ -20,23 +20,13 @@ import time
 import tty
 import unittest
 
-from serialtest import Pty, free_port
+from serialtest import Pty, free_port, statuses
 from keeltest import Keeld, main, wait_for
 
 SLOWOPEN = os.environ.get("KEEL_SLOWOPEN", "build/tests/slowopen.so")
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 TIOCGEXCL = 0x80045440  # _IOR('T', 0x40, int), Linux 3.8
 SANITIZE = os.environ.get("KEEL_SANITIZE", "").upper() in ("1", "ON", "TRUE", "YES")
-
-STATUS = re.compile(
-    r"^serial\.(?P<name>\S+): (?P<device>\S+) (?P<speed>\d+) (?P<format>\S+), "
-    r"(?P<state>open|opening|waiting: .*?), listen (?P<listen>\S+), "
-    r"clients (?P<clients>\d+)/(?P<max>\d+), in (?P<in>\d+), out (?P<out>\d+), "
-    r"opens (?P<opens>\d+), failures (?P<failures>\d+), hangups (?P<hangups>\d+), "
-    r"drops (?P<drops>\d+), client-drops (?P<client_drops>\d+), "
-    r"accepted (?P<accepted>\d+), refused (?P<refused>\d+), kicked (?P<kicked>\d+), "
-    r"slow-disconnects (?P<slow_disconnects>\d+)", re.M)
-
 
 def pattern(n, start=0):
     """n bytes of the stream byte i = i mod 251 (from offset start)."""
@@ -220,17 +210,7 @@ class SerialCase(unittest.TestCase):
 
     def status(self, k=None):
         """{name: fields} from keeld -s status; numbers as ints."""
-        k = k or self.k
-        rc, out, err = k.ctl("status")
-        self.assertEqual(rc, 0, err)
-        ports = {}
-        for m in STATUS.finditer(out):
-            d = m.groupdict()
-            for key, v in d.items():
-                if v.isdigit():
-                    d[key] = int(v)
-            ports[d["name"]] = d
-        return ports
+        return statuses(k or self.k)
 
     def wait_status(self, name, pred, timeout=5.0, what="status"):
         """Poll status until pred(fields of port name) holds; return them."""
@@ -303,11 +283,11 @@ class OpenBlocks(SerialCase):
         k.kill(signal.SIGHUP)
         wait_for(lambda: k.generation() == 2, 5, what="reload applied")
         self.assertEqual(k.state()["last-reload"], "ok")
-        self.assertEqual(self.status()["fast"]["max"], 5)
+        self.assertEqual(self.status()["fast"]["max_clients"], 5)
         self.assert_bridges("fast", c)
         # Several retry periods: failures keep counting, the reason stays
         # the timeout, and no second opener thread piles up.
-        first = self.status()["slow"]["failures"]
+        first = self.status()["slow"]["open_failures_total"]
         self.assertGreaterEqual(first, 1)
         most = 0
         deadline = time.monotonic() + 3.0
@@ -318,8 +298,8 @@ class OpenBlocks(SerialCase):
         self.assertLessEqual(most, 3, "opener threads piled up")
         self.assertIn("open timed out after 0.5s", st["state"])
         self.assertTrue(st["state"].startswith("waiting: ") or st["state"] == "opening", st["state"])
-        self.assertGreater(st["failures"], first, "failures did not count up while blocked")
-        self.assertEqual(st["opens"], 0)
+        self.assertGreater(st["open_failures_total"], first, "failures did not count up while blocked")
+        self.assertEqual(st["opens_total"], 0)
         t0 = time.monotonic()
         self.assertEqual(self.status()["fast"]["state"], "open")
         self.assertLess(time.monotonic() - t0, 2.0)
@@ -337,8 +317,8 @@ class Locks(SerialCase):
         k.start()
         st = self.wait_status("a", lambda s: "locked by pid" in s["state"], what="locked")
         self.assertIn("locked by pid %d" % os.getpid(), st["state"])
-        self.assertGreaterEqual(st["failures"], 1)
-        self.assertEqual(st["opens"], 0)
+        self.assertGreaterEqual(st["open_failures_total"], 1)
+        self.assertEqual(st["opens_total"], 0)
         # Our lock file is left alone.
         with open(lock) as f:
             self.assertEqual(int(f.read()), os.getpid())
@@ -380,10 +360,10 @@ class Locks(SerialCase):
             fcntl.ioctl(holder, termios.TIOCEXCL)
         k.start()
         st = self.wait_status("a", lambda s: "in use by another process" in s["state"], what="in use")
-        first = st["failures"]
+        first = st["open_failures_total"]
         # Retried: the count goes up while we hold it.
-        self.wait_status("a", lambda s: s["failures"] >= first + 2, timeout=3, what="retries")
-        self.assertEqual(self.status()["a"]["opens"], 0)
+        self.wait_status("a", lambda s: s["open_failures_total"] >= first + 2, timeout=3, what="retries")
+        self.assertEqual(self.status()["a"]["opens_total"], 0)
         if excl:
             # keeld's failed attempts left our exclusive mode alone.
             flag = fcntl.ioctl(holder, TIOCGEXCL, b"\0\0\0\0")
@@ -406,9 +386,9 @@ class MaxClients(SerialCase):
         c2 = self.connect("a", expect_clients=2)
         c3 = self.connect("a")
         expect_closed(c3, 3)
-        st = self.wait_status("a", lambda s: s["refused"] == 1, what="refused 1")
+        st = self.wait_status("a", lambda s: s["refused_total"] == 1, what="refused 1")
         self.assertEqual(st["clients"], 2)
-        self.assertEqual(st["kicked"], 0)
+        self.assertEqual(st["kicked_total"], 0)
         os.write(self.pty["a"].master, b"hello")
         self.assertEqual(recv_exact(c1, 5), b"hello")
         self.assertEqual(recv_exact(c2, 5), b"hello")
@@ -419,9 +399,9 @@ class MaxClients(SerialCase):
         c1 = self.connect("a", expect_clients=1)
         c2 = self.connect("a", expect_clients=2)
         c3 = self.connect("a")
-        st = self.wait_status("a", lambda s: s["kicked"] == 1, what="kicked 1")
+        st = self.wait_status("a", lambda s: s["kicked_total"] == 1, what="kicked 1")
         self.assertEqual(st["clients"], 2)
-        self.assertEqual(st["refused"], 0)
+        self.assertEqual(st["refused_total"], 0)
         expect_closed(c1, 3)
         os.write(self.pty["a"].master, b"hello")
         self.assertEqual(recv_exact(c3, 5), b"hello")
@@ -465,8 +445,8 @@ class ClientKilled(SerialCase):
         self.assertTrue(got == data, "the other client's stream is not byte-exact")
         st = self.wait_status("a", lambda s: s["clients"] == 1, what="clients back to 1")
         self.assertEqual(st["state"], "open")
-        self.assertGreaterEqual(st["in"], len(data))
-        self.assertEqual(st["client_drops"], 0)
+        self.assertGreaterEqual(st["rx_bytes_total"], len(data))
+        self.assertEqual(st["client_drops_total"], 0)
         self.assertTrue(k.alive())
         # Still bridging after the stream.
         self.assert_bridges("a", c)
@@ -510,19 +490,19 @@ class SlowClient(SerialCase):
     def test_drop(self):
         slow, fast = self.slow_and_fast("drop")
         st = self.status()["a"]
-        self.assertGreater(st["client_drops"], 0)
+        self.assertGreater(st["client_drops_total"], 0)
         self.assertEqual(st["clients"], 2)
         # Only the slow client lost data: the fast one still gets more, exact.
         more = pattern(4096, 7)
         os.write(self.pty["a"].master, more)
         self.assertEqual(recv_exact(fast, 4096), more)
         st2 = self.status()["a"]
-        self.assertGreaterEqual(st2["client_drops"], st["client_drops"])
+        self.assertGreaterEqual(st2["client_drops_total"], st["client_drops_total"])
 
     def test_disconnect(self):
         slow, fast = self.slow_and_fast("disconnect")
         st = self.wait_status("a", lambda s: s["clients"] == 1, what="slow one disconnected")
-        self.assertEqual(st["client_drops"], 0)
+        self.assertEqual(st["client_drops_total"], 0)
         self.k.wait_log(r"a: client 127\.0\.0\.1:%d disconnected \(too slow"
                         % slow.getsockname()[1])
         # The slow one sees the end of its stream (after what was queued).
@@ -548,7 +528,7 @@ class HangupIdle(SerialCase):
         c = self.connect("a", expect_clients=1)
         self.assert_bridges("a", c)
         self.pty["a"].hangup()
-        st = self.wait_status("a", lambda s: s["hangups"] == 1 and s["state"].startswith("waiting"),
+        st = self.wait_status("a", lambda s: s["hangups_total"] == 1 and s["state"].startswith("waiting"),
                               what="hang-up seen")
         self.assertEqual(st["clients"], 1)  # clients stay
         k.wait_log(r"serial a: .*dev0: hung up .*reopening")
@@ -601,8 +581,8 @@ class ManyHangups(SerialCase):
             self.assertLess(time.monotonic() - t0, 60, "cycle %d after 60s" % i)
         elapsed = time.monotonic() - t0
         st = self.status()["a"]
-        self.assertEqual(st["hangups"], self.CYCLES)
-        self.assertEqual(st["opens"], self.CYCLES + 1)
+        self.assertEqual(st["hangups_total"], self.CYCLES)
+        self.assertEqual(st["opens_total"], self.CYCLES + 1)
         self.assertEqual(st["clients"], 1)
         fds1, rss1 = nfds(k.pid), rss_kib(k.pid)
         self.assertLessEqual(abs(fds1 - fds0), 1, "fds %d after cycle 1, %d after %d"

@@ -44,9 +44,20 @@ class Signals(unittest.TestCase):
     def test_sigusr2_dumps_status(self):
         self.k.kill(signal.SIGUSR2)
         self.k.wait_log(r"status: generation: 1")
-        self.k.wait_log(r"status: heartbeat\.a: every 0\.2s")
+        self.k.wait_log(r"status: heartbeat\.a\.interval: 0\.2")
         wait_for(lambda: self.k.state().get("dumps") == "1", what="dumps 1")
         self.assertTrue(self.k.alive())
+
+    def test_status_command_logs_nothing(self):
+        # A monitoring script polling -s status must not fill the log.
+        mark = len(self.k.log())
+        for n in range(3):
+            rc, out, err = self.k.ctl("status")
+            self.assertEqual(rc, 0, err)
+            self.assertIn("dumps: %d\n" % (n + 1), out)
+            self.assertIn("signals_total.SIGUSR2: %d\n" % (n + 1), out)
+        self.assertNotIn("status", self.k.log()[mark:])
+        self.assertNotIn("SIGUSR2", self.k.log()[mark:])
 
     def test_sigalrm_wakes_modules_and_never_kills(self):
         start = len(self.k.log())

@@ -135,8 +135,11 @@ class Sim(unittest.TestCase):
         self.assertTrue(os.path.exists(target))
         self.assertEqual([n for n in os.listdir(k.dir) if "keel-tmp" in n], [])
         out = self.status(k)
-        self.assertIn("sim.a: mode echo, link %s -> %s" % (self.link(k, "a"), target), out)
-        self.assertIn("counter.sim.bytes-out: 0", out)
+        self.assertIn("sim.a.mode: echo\n", out)
+        self.assertIn("sim.a.link: %s\n" % self.link(k, "a"), out)
+        self.assertIn("sim.a.state: open\n", out)
+        self.assertIn("sim.a.pts: %s\n" % target, out)
+        self.assertIn("sim.a.tx_bytes_total: 0\n", out)
 
     def test_stop_closes_and_removes_links(self):
         k = self.keeld([("a", {"mode": "echo"}), ("b", {"mode": "pattern", "rate": 0})])
@@ -164,7 +167,8 @@ class Sim(unittest.TestCase):
         data = bytes(range(256)) * 256 + os.urandom(65536)
         echo_roundtrip(self, fd, data)
         out = self.status(k)
-        self.assertRegex(out, r"sim.a: .*%d bytes out, %d bytes in" % (len(data), len(data)))
+        self.assertIn("sim.a.tx_bytes_total: %d\n" % len(data), out)
+        self.assertIn("sim.a.rx_bytes_total: %d\n" % len(data), out)
 
     def test_nmea_sentences_parse_and_checksums_verify(self):
         k = self.keeld([("g", {"mode": "nmea", "rate": 5})])
@@ -253,7 +257,7 @@ class Sim(unittest.TestCase):
         fd = open_tty(link)
         self.addCleanup(os.close, fd)
         echo_roundtrip(self, fd, b"after\x00\xff\r\n")
-        self.assertRegex(self.status(k), r"counter.sim.hangups: [1-9]")
+        self.assertRegex(self.status(k), r"sim\.h\.hangups_total: [1-9]")
 
     def test_pattern_restarts_at_zero_on_each_new_pty(self):
         k = self.keeld([("p", {"mode": "pattern", "rate": 0, "hangup-every": 1})])
@@ -284,7 +288,9 @@ class Sim(unittest.TestCase):
         self.assertEqual(self.pts(self.link(k, "b")), b)
         # The reader of a noticed nothing: same fd, still echoing.
         echo_roundtrip(self, fd, b"two")
-        self.assertIn("sim.b: mode nmea, rate 10/s, link", self.status(k))
+        out = self.status(k)
+        self.assertIn("sim.b.mode: nmea\n", out)
+        self.assertIn("sim.b.rate: 10\n", out)
         fb = open_tty(self.link(k, "b"))
         self.addCleanup(os.close, fb)
         # Pattern bytes from before the change, then sentences.
@@ -302,6 +308,15 @@ class Sim(unittest.TestCase):
         self.assertFalse(os.path.lexists(self.link(k, "a")))
         echo_roundtrip(self, fd, b"still here")
 
+    def test_reload_publishes_again_a_removed_link(self):
+        k = self.keeld([("a", {"mode": "echo"})])
+        link = self.link(k, "a")
+        a = self.pts(link)
+        os.unlink(link)
+        self.reload_ok(k)  # the same configuration
+        wait_for(lambda: os.path.lexists(link), 3, what="the link again")
+        self.assertEqual(self.pts(link), a)
+
     def test_reload_removes_and_adds_sections(self):
         k = self.keeld([("a", {"mode": "echo"}), ("b", {"mode": "echo"})])
         a = self.pts(self.link(k, "a"))
@@ -314,15 +329,16 @@ class Sim(unittest.TestCase):
         self.addCleanup(os.close, fd)
         self.assertEqual(read_some(fd, 502, 5), PATTERN * 2)
         out = self.status(k)
-        self.assertNotIn("sim.b:", out)
-        self.assertIn("sim.c: mode pattern", out)
+        self.assertNotIn("sim.b.", out)
+        self.assertIn("sim.c.mode: pattern\n", out)
 
     def reject(self, k, body, expect, line_of):
-        """A bad reload: FILE:LINE error, nothing running changes."""
+        """A bad reload: FILE:LINE error (line_of: its last line of that
+        text), nothing running changes."""
         a = self.pts(self.link(k, "a"))
         k.write(body)
-        text = Keeld.read(k.conf)
-        line = text.splitlines().index(line_of) + 1
+        lines = Keeld.read(k.conf).splitlines()
+        line = len(lines) - lines[::-1].index(line_of)
         rc, out, err = k.ctl("reload")
         self.assertNotEqual(rc, 0, out)
         self.assertRegex(err, re.escape("%s:%d: " % (k.conf, line)) + ".*" + expect)
@@ -348,13 +364,13 @@ class Sim(unittest.TestCase):
         self.reject(k, good + 'sim z {\n  link = "relative"\n}\n',
                     r"link 'relative' is not an absolute", '  link = "relative"')
         self.reject(k, good + 'sim z {\n  link = "%s"\n  mode = "nmea"\n  rate = 0\n}\n'
-                    % self.link(k, "z"), r"nmea rate 0 is out of range", "sim z {")
+                    % self.link(k, "z"), r"nmea rate 0 is out of range", "  rate = 0")
         self.reject(k, good + 'sim z {\n  link = "%s"\n  hangup-every = 0.1\n}\n'
                     % self.link(k, "z"), r"hangup-every 0.1 is out of range", "  hangup-every = 0.1")
         self.reject(k, good + 'sim z {\n  link = "%s"\n}\n' % self.link(k, "a"),
-                    r"link .* is already sim 'a''s link", "sim z {")
+                    r"link .* is already used by sim 'a'", '  link = "%s"' % self.link(k, "a"))
         self.reject(k, good + 'sim z {\n  link = "%s/nowhere/z"\n}\n' % k.dir,
-                    r"directory .*nowhere: No such file", "sim z {")
+                    r"directory .*nowhere: No such file", '  link = "%s/nowhere/z"' % k.dir)
 
     def test_a_file_at_the_link_is_not_replaced(self):
         k = self.keeld([("a", {"mode": "echo"})])
@@ -363,7 +379,7 @@ class Sim(unittest.TestCase):
             f.write("keep me")
         good = self.body(k, [("a", {"mode": "echo"})])
         self.reject(k, good + 'sim z {\n  link = "%s"\n}\n' % path,
-                    r"exists and is not a symbolic link", "sim z {")
+                    r"exists and is not a symbolic link", '  link = "%s"' % path)
         self.assertEqual(Keeld.read(path), "keep me")
 
     def test_check_acquires_nothing(self):
@@ -396,7 +412,7 @@ class Sim(unittest.TestCase):
         k = self.keeld([("n", {"mode": "nmea", "rate": 100})])
 
         def dropped():
-            m = re.search(r"counter.sim.dropped: (\d+)", self.status(k))
+            m = re.search(r"sim\.n\.drops_total: (\d+)", self.status(k))
             return m and int(m.group(1)) > 0
         wait_for(dropped, 15, step=0.5, what="dropped sentences")
         # What is still queued is whole sentences.

@@ -1,16 +1,16 @@
-/* A module built for another ABI: keeld must refuse it. */
-#include <keel/keel.h>
+/* SPDX-License-Identifier: ISC */
+/*
+ * A module as built for module ABI 1 (its descriptor began with abi = 1 and
+ * the name): the framework must refuse it, naming both ABI numbers.
+ */
+#include <keel/export.h>
+#include <stdint.h>
 
-static int
-bad_start(struct keel_module *m)
-{
-	(void)m;
-	return 0;
-}
-
-KEEL_MODULE_DESCRIPTOR = {
-	.abi = KEEL_MODULE_ABI + 98,
-	.name = "badabi",
-	.version = "0",
-	.start = bad_start,
+struct abi1_desc {
+	uint32_t abi;
+	const char *name;
+	const char *version;
 };
+
+KEEL_EXPORT extern const struct abi1_desc keel_module_descriptor;
+const struct abi1_desc keel_module_descriptor = { 1, "badabi", "1.0.0" };

@@ -45,6 +45,8 @@ setup(void **state)
 	struct fixture *f = calloc(1, sizeof(*f));
 
 	assert_non_null(f);
+	/* Messages name the application, as keel_main sets it up. */
+	log_init("keeld", KEEL_LOG_INFO);
 	f->dir = unit_tmpdir();
 	f->path = unit_path(f->dir, "keeld.pid");
 	*state = f;

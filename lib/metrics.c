@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: ISC */
+/*
+ * Typed metrics. Each belongs to a list its owner frees (the core, a
+ * module, an instance); an update is one addition on a pointer the caller
+ * already holds.
+ */
+#include "keel-internal.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Prometheus metric and label names: [a-zA-Z_][a-zA-Z0-9_]*. */
+static int
+metric_name_ok(const char *s)
+{
+	if (s == NULL || !(isalpha((unsigned char)*s) || *s == '_'))
+		return 0;
+	for (s++; *s != '\0'; s++)
+		if (!(isalnum((unsigned char)*s) || *s == '_'))
+			return 0;
+	return 1;
+}
+
+/* Add a metric to @list. NULL (logged: a programming error) when invalid. */
+struct keel_metric *
+metric_new(struct keel_metric **list, enum keel_metric_type type,
+	   const char *name, const char *help, const char *label,
+	   const char *value)
+{
+	struct keel_metric *mt, **tail;
+	size_t n = name != NULL ? strlen(name) : 0;
+
+	if (!metric_name_ok(name) ||
+	    (type != KEEL_METRIC_COUNTER && type != KEEL_METRIC_GAUGE) ||
+	    (type == KEEL_METRIC_COUNTER &&
+	     (n < 6 || strcmp(name + n - 6, "_total") != 0)) ||
+	    (label != NULL && !metric_name_ok(label)) ||
+	    ((label == NULL) != (value == NULL))) {
+		log_warnx("metric '%s': invalid name, type or label "
+			  "(counters end in _total)",
+			  name != NULL ? name : "(null)");
+		return NULL;
+	}
+	mt = calloc(1, sizeof(*mt));
+	if (mt == NULL)
+		return NULL;
+	mt->type = type;
+	mt->name = strdup(name);
+	mt->help = strdup(help != NULL ? help : "");
+	mt->label = label != NULL ? strdup(label) : NULL;
+	mt->value = value != NULL ? strdup(value) : NULL;
+	if (mt->name == NULL || mt->help == NULL ||
+	    (label != NULL && (mt->label == NULL || mt->value == NULL))) {
+		metric_free_all(mt);
+		return NULL;
+	}
+	for (tail = list; *tail != NULL; tail = &(*tail)->next)
+		;
+	*tail = mt;
+	return mt;
+}
+
+/* Free a list of metrics. */
+void
+metric_free_all(struct keel_metric *mt)
+{
+	struct keel_metric *next;
+
+	for (; mt != NULL; mt = next) {
+		next = mt->next;
+		free(mt->name);
+		free(mt->help);
+		free(mt->label);
+		free(mt->value);
+		free(mt);
+	}
+}
+
+/* Append a list's values to a status, one field per metric. */
+void
+metric_status(const struct keel_metric *mt, struct keel_status *st)
+{
+	for (; mt != NULL; mt = mt->next) {
+		if (mt->label != NULL) {
+			keel_status_push(st, mt->name);
+			keel_status_int(st, mt->value, keel_metric_value(mt));
+			keel_status_pop(st);
+		} else {
+			keel_status_int(st, mt->name, keel_metric_value(mt));
+		}
+	}
+}
+
+/* Register a module's or an instance's metric. */
+struct keel_metric *
+keel_metric_new(struct keel_module *m, struct keel_instance *in,
+		enum keel_metric_type type, const char *name, const char *help,
+		const char *label, const char *value)
+{
+	if (in != NULL)
+		return metric_new(&in->metrics, type, name, help, label, value);
+	if (m == NULL)
+		return NULL;
+	return metric_new(&m->metrics, type, name, help, label, value);
+}
+
+/* Add to a metric. */
+void
+keel_metric_add(struct keel_metric *mt, uint64_t n)
+{
+	if (mt != NULL)
+		mt->v += (int64_t)n;
+}
+
+/* Set a gauge. */
+void
+keel_metric_set(struct keel_metric *mt, int64_t v)
+{
+	if (mt != NULL)
+		mt->v = v;
+}
+
+/* Read the metric from @src from now on. */
+void
+keel_metric_bind(struct keel_metric *mt, const uint64_t *src)
+{
+	if (mt != NULL)
+		mt->src = src;
+}
+
+/* A metric's value. */
+int64_t
+keel_metric_value(const struct keel_metric *mt)
+{
+	if (mt == NULL)
+		return 0;
+	return mt->src != NULL ? (int64_t)*mt->src : mt->v;
+}
