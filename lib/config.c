@@ -621,14 +621,28 @@ core_level(const struct keel_core *core)
 	return KEEL_LOG_ERR + core->level;
 }
 
-/* pidfile and state-file: absolute paths. */
+/* An absolute path, for option @name. */
 static int
-config_check_path(const char *v, char *err, size_t errlen)
+config_check_path(const char *name, const char *v, char *err, size_t errlen)
 {
 	if (v[0] == '/')
 		return 0;
-	snprintf(err, errlen, "'%s' is not an absolute path", v);
+	snprintf(err, errlen, "%s '%s' is not an absolute path", name, v);
 	return -1;
+}
+
+/* pidfile: an absolute path. */
+static int
+config_check_pidfile(const char *v, char *err, size_t errlen)
+{
+	return config_check_path("pidfile", v, err, errlen);
+}
+
+/* state-file: an absolute path. */
+static int
+config_check_statefile(const char *v, char *err, size_t errlen)
+{
+	return config_check_path("state-file", v, err, errlen);
 }
 
 /* log = "syslog" | "stderr" | an absolute path */
@@ -646,9 +660,9 @@ config_check_log(const char *v, char *err, size_t errlen)
 
 static const struct keel_option core_options[] = {
 	KEEL_OPTION_CHECK("pidfile", KEEL_OPT_STRING, struct keel_core, pidfile,
-			  NULL, config_check_path, 0),
+			  NULL, config_check_pidfile, 0),
 	KEEL_OPTION_CHECK("state-file", KEEL_OPT_STRING, struct keel_core,
-			  statefile, NULL, config_check_path, 0),
+			  statefile, NULL, config_check_statefile, 0),
 	KEEL_OPTION_CHECK("log", KEEL_OPT_STRING, struct keel_core, log, NULL,
 			  config_check_log, 0),
 	KEEL_OPTION_ENUM("log-level", struct keel_core, level, "info",
@@ -704,6 +718,86 @@ config_schema(const struct keel_option *opts, size_t extra)
 	}
 	/* calloc left the terminating CFG_END() in place. */
 	return out;
+}
+
+/* The option table of the section (or the top level) libconfuse parses. */
+static const struct keel_option *
+config_table_of(cfg_t *cs, const char *name, const struct keel_module **mod)
+{
+	struct keel_module *m;
+
+	*mod = NULL;
+	for (m = config_ctx.k != NULL ? config_ctx.k->modules : NULL; m != NULL;
+	     m = m->next) {
+		if (m->root || strcmp(m->name, cs->name) != 0)
+			continue;
+		*mod = m;
+		return m->desc->options;
+	}
+	/* The top level: the core's options, then the application's. */
+	if (option_index(core_options, name) >= 0)
+		return core_options;
+	for (m = config_ctx.k != NULL ? config_ctx.k->modules : NULL; m != NULL;
+	     m = m->next)
+		if (m->root)
+			return m->desc->options;
+	return NULL;
+}
+
+/*
+ * libconfuse calls this for every value as it is set, at its own line: an
+ * option written twice is checked twice (only the last one is kept). A
+ * wrong value is reported with `FILE:LINE:` and the parse goes on, so that
+ * every wrong value of a file is reported at once; config_parse fails it.
+ */
+static int
+config_validate_value(cfg_t *cs, cfg_opt_t *opt)
+{
+	const struct keel_module *m;
+	const struct keel_option *opts = config_table_of(cs, opt->name, &m), *o;
+	unsigned int n = cfg_opt_size(opt);
+	char err[512], where[300] = "";
+	void *scratch;
+	int i;
+
+	if (opts == NULL || (i = option_index(opts, opt->name)) < 0 || n == 0)
+		return 0;
+	o = &opts[i];
+	scratch = calloc(1, o->offset + o->size);
+	if (scratch == NULL)
+		return 0; /* converted again after the parse */
+	if (m != NULL && m->desc->section == KEEL_SECTION_TITLED)
+		snprintf(where, sizeof(where), "%s '%s': ", m->name,
+			 cfg_title(cs) != NULL ? cfg_title(cs) : "");
+	else if (m != NULL)
+		snprintf(where, sizeof(where), "%s: ", m->name);
+	/* A list is checked whole, a scalar as it is set. */
+	for (i = o->type == KEEL_OPT_LIST ? 0 : (int)n - 1; i < (int)n; i++) {
+		const char *v = cfg_opt_getnstr(opt, (unsigned int)i);
+
+		if (option_parse(o, v != NULL ? v : "", scratch, err,
+				 sizeof(err)) == -1) {
+			cfg_error(cs, "%s%s", where, err);
+			break;
+		}
+	}
+	option_free_one(o, scratch);
+	free(scratch);
+	return 0;
+}
+
+/* Check every value of @opts as libconfuse sets it; @path: "" or "sec|". */
+static void
+config_set_validators(cfg_t *cfg, const char *prefix,
+		      const struct keel_option *opts)
+{
+	char path[256];
+	int i;
+
+	for (i = 0; opts != NULL && opts[i].name != NULL; i++) {
+		snprintf(path, sizeof(path), "%s%s", prefix, opts[i].name);
+		cfg_set_validate_func(cfg, path, config_validate_value);
+	}
 }
 
 /* Build (once per module) the schema of its section. */
@@ -779,8 +873,22 @@ config_new(struct keel *k)
 	free(core);
 	free(app);
 	free(opts);
-	if (cfg != NULL)
-		cfg_set_error_function(cfg, config_errfunc);
+	if (cfg == NULL)
+		return NULL;
+	cfg_set_error_function(cfg, config_errfunc);
+	config_set_validators(cfg, "", core_options);
+	for (m = k->modules; m != NULL; m = m->next) {
+		char prefix[128];
+
+		if (m->root) {
+			config_set_validators(cfg, "", m->desc->options);
+			continue;
+		}
+		if (m->desc->section == KEEL_SECTION_NONE)
+			continue;
+		snprintf(prefix, sizeof(prefix), "%s|", m->name);
+		config_set_validators(cfg, prefix, m->desc->options);
+	}
 	return cfg;
 }
 
@@ -1176,7 +1284,7 @@ config_parse(struct keel *k, struct config *c, struct errbuf *eb)
 	size_t len = 0;
 	FILE *fp;
 	cfg_t *cfg;
-	int rc;
+	int rc, before;
 
 	if (config_read_file(path, &text, &len, eb) == -1)
 		return NULL;
@@ -1212,10 +1320,12 @@ config_parse(struct keel *k, struct config *c, struct errbuf *eb)
 		free(text);
 		return NULL;
 	}
+	before = eb->count;
 	rc = cfg_parse_fp(cfg, fp);
 	fclose(fp);
 	free(text);
-	if (rc != CFG_SUCCESS) {
+	/* Wrong values were reported as they were read (all of them). */
+	if (rc != CFG_SUCCESS || eb->count > before) {
 		if (eb->count == 0)
 			errbuf_add(eb, "%s: parse error", path);
 		cfg_free(cfg);

@@ -135,6 +135,7 @@ int option_index(const struct keel_option *opts, const char *name);
 int option_count(const struct keel_option *opts);
 int option_parse(const struct keel_option *o, const char *text, void *conf,
 		 char *err, size_t errlen);
+void option_free_one(const struct keel_option *o, void *conf);
 void option_conf_free(const struct keel_option *opts, void *conf);
 int option_equal(const struct keel_option *o, const void *a, const void *b);
 uint64_t option_diff(const struct keel_option *opts, const void *a,

@@ -163,6 +163,25 @@ option_bool(const char *text, int *out)
 	return -1;
 }
 
+/*
+ * HOST:PORT with the port written: "1.2.3.4:80" or "[::1]:80" (a bare IPv6
+ * address such as "::1" would parse as port 0).
+ */
+static int
+option_has_port(const char *text)
+{
+	const char *colon = text[0] == '[' ? strstr(text, "]:") : NULL;
+
+	if (text[0] == '[')
+		colon = colon != NULL ? colon + 1 : NULL;
+	else if ((colon = strchr(text, ':')) != NULL &&
+		 strchr(colon + 1, ':') != NULL)
+		colon = NULL;
+	if (colon == NULL || colon[1] == '\0')
+		return 0;
+	return strspn(colon + 1, "0123456789") == strlen(colon + 1);
+}
+
 /* Write "OPT 'VALUE' is not one of A, B, C". */
 static void
 option_enum_error(const struct keel_option *o, const char *text, char *err,
@@ -288,7 +307,7 @@ option_parse(const struct keel_option *o, const char *text, void *conf,
 		char *copy;
 
 		memset(&ss, 0, sizeof(ss));
-		if (strchr(text, ':') == NULL ||
+		if (!option_has_port(text) ||
 		    evutil_parse_sockaddr_port(text, (struct sockaddr *)&ss,
 					       &len) == -1) {
 			snprintf(
@@ -352,7 +371,7 @@ option_parse(const struct keel_option *o, const char *text, void *conf,
 }
 
 /* Free what one option holds in @conf. */
-static void
+void
 option_free_one(const struct keel_option *o, void *conf)
 {
 	char *slot = (char *)conf + o->offset, *s;

@@ -41,6 +41,15 @@ status_free(struct keel_status *st)
 	free(st);
 }
 
+/* One field a line: a newline inside a key or a value is shown as a space. */
+static void
+status_flatten(char *s)
+{
+	for (; s != NULL && *s != '\0'; s++)
+		if (*s == '\n' || *s == '\r')
+			*s = ' ';
+}
+
 /* Append one entry; the key is copied. NULL when out of memory. */
 static struct status_entry *
 status_append(struct keel_status *st, enum status_type type, const char *key)
@@ -64,17 +73,9 @@ status_append(struct keel_status *st, enum status_type type, const char *key)
 	e->type = type;
 	if (key != NULL && (e->key = strdup(key)) == NULL)
 		return NULL;
+	status_flatten(e->key);
 	st->n++;
 	return e;
-}
-
-/* One field a line: a newline inside a value is shown as a space. */
-static void
-status_flatten(char *s)
-{
-	for (; s != NULL && *s != '\0'; s++)
-		if (*s == '\n' || *s == '\r')
-			*s = ' ';
 }
 
 /* A string field. */

@@ -24,7 +24,9 @@
  *            error()); then every prepared instance is aborted and nothing
  *            changes. Unchanged instances are not called at all.
  *   commit   every instance prepared: switch to the new struct. Cannot fail.
- *   abort    the transaction failed: throw away what prepare built.
+ *   abort    the transaction failed: throw away what prepare built. Called
+ *            for every instance whose prepare ran, the one that failed
+ *            included (it may have built part of its state).
  *   remove   the section is gone (or the module stops, or the instance is
  *            re-created): drain, then call keel_instance_removed(). In a
  *            transaction, removals come after every commit of the module.

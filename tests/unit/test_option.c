@@ -923,13 +923,22 @@ test_file_required(void **state)
 		      "  speed = 3\n"
 		      "}\n",
 		      "%s:3: mod1 'a': name is required\n");
-	/* An untitled section is named by its module only. */
+	/*
+	 * An untitled section is named by its module only. Wrong values are
+	 * reported as they are read, all of them; what needs the whole
+	 * section (required, unique) only once every value is right.
+	 */
 	expect_errors(f,
 		      "load = { mod3 }\n"
 		      "mod3 {\n"
 		      "  speed = 0\n"
 		      "}\n",
-		      "%s:3: mod3: speed 0 is out of range (1 to 9)\n"
+		      "%s:3: mod3: speed 0 is out of range (1 to 9)\n");
+	expect_errors(f,
+		      "load = { mod3 }\n"
+		      "mod3 {\n"
+		      "  speed = 2\n"
+		      "}\n",
 		      "%s:2: mod3: name is required\n");
 }
 
@@ -1021,11 +1030,12 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test_setup_teardown(test_file_required, setup, teardown),
 	cmocka_unit_test_setup_teardown(test_file_unique, setup, teardown),
 	cmocka_unit_test_setup_teardown(test_file_good, setup, teardown),
+	cmocka_unit_test(test_parse_hostport_without_port),
 };
 
 /* Known bugs in lib/ (see tests/unit/CMakeLists.txt). */
 static const struct CMUnitTest known[] = {
-	cmocka_unit_test(test_parse_hostport_without_port),
+	{ NULL, NULL, NULL, NULL, NULL },
 };
 
 UNIT_MAIN("option", tests, known)
