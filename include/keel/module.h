@@ -217,12 +217,16 @@ struct keel_module_desc {
  * Define the descriptor of a loadable module under the name the framework
  * looks for:
  *   KEEL_MODULE_DESCRIPTOR = { KEEL_MODULE_HEAD, .name = "x", ... };
- * A built-in module uses any name and lists it in its struct keel_app.
+ * The same source links into a program as a built-in module when compiled
+ * with -DKEEL_MODULE_SYMBOL=a_unique_name, the name the program lists in its
+ * struct keel_app (several modules can then share one program).
  */
-#define KEEL_MODULE_DESCRIPTOR                           \
-	KEEL_EXPORT extern const struct keel_module_desc \
-		keel_module_descriptor;                  \
-	const struct keel_module_desc keel_module_descriptor
+#ifndef KEEL_MODULE_SYMBOL
+#define KEEL_MODULE_SYMBOL keel_module_descriptor
+#endif
+#define KEEL_MODULE_DESCRIPTOR                                               \
+	KEEL_EXPORT extern const struct keel_module_desc KEEL_MODULE_SYMBOL; \
+	const struct keel_module_desc KEEL_MODULE_SYMBOL
 
 /* The first members of every descriptor. */
 #define KEEL_MODULE_HEAD \
