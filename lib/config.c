@@ -922,7 +922,7 @@ config_opt_line(const struct config *c, const struct config_section *sec,
 }
 
 /* "serial 'gps'", "http" or "" (the top level), for messages. */
-void
+static void
 config_section_where(const struct config_section *sec, char *buf, size_t len)
 {
 	if (sec == NULL || sec->m == NULL || sec->m->root)
@@ -934,8 +934,8 @@ config_section_where(const struct config_section *sec, char *buf, size_t len)
 }
 
 /* Report an error at an option of @sec (NULL: the top level). */
-static void
-config_error_at(struct config *c, const struct config_section *sec,
+void
+config_error_at(const struct config *c, const struct config_section *sec,
 		const char *option, struct errbuf *eb, const char *msg)
 {
 	char where[300];

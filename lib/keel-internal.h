@@ -127,8 +127,8 @@ void config_module_free(struct keel_module *m);
 int config_loads(const struct config *c, const char *name);
 int config_opt_line(const struct config *c, const struct config_section *sec,
 		    const char *option, const char **file);
-void config_section_where(const struct config_section *sec, char *buf,
-			  size_t len);
+void config_error_at(const struct config *c, const struct config_section *sec,
+		     const char *option, struct errbuf *eb, const char *msg);
 
 /* ---- typed options (option.c) ---- */
 int option_index(const struct keel_option *opts, const char *name);

@@ -569,19 +569,31 @@ keel_module_data(const struct keel_module *m)
 	return m->data;
 }
 
+/* Log as `NAME: [TITLE: ]message`; formatted only when @level is on. */
+static void
+module_vlog(const char *name, const char *title, int level, const char *fmt,
+	    va_list ap)
+{
+	char msg[2048];
+
+	if (!keel_log_enabled(level))
+		return;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (title != NULL && title[0] != '\0')
+		keel_log(level, "%s: %s: %s", name, title, msg);
+	else
+		keel_log(level, "%s: %s", name, msg);
+}
+
 /* Log with the module's name as prefix. */
 void
 keel_module_log(struct keel_module *m, int level, const char *fmt, ...)
 {
-	char msg[2048];
 	va_list ap;
 
-	if (!keel_log_enabled(level))
-		return;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	module_vlog(m->name, NULL, level, fmt, ap);
 	va_end(ap);
-	keel_log(level, "%s: %s", m->name, msg);
 }
 
 /* The instance's module. */
@@ -669,10 +681,8 @@ void
 keel_instance_error(struct keel_instance *in, const char *option,
 		    const char *fmt, ...)
 {
-	char msg[1024], where[300];
-	const char *file;
+	char msg[1024];
 	va_list ap;
-	int line;
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -681,34 +691,19 @@ keel_instance_error(struct keel_instance *in, const char *option,
 		keel_instance_log(in, KEEL_LOG_ERR, "%s", msg);
 		return;
 	}
-	line = config_opt_line(in->cfg, in->m->root ? NULL : in->sec, option,
-			       &file);
-	config_section_where(in->m->root ? NULL : in->sec, where,
-			     sizeof(where));
-	if (line > 0)
-		errbuf_add(in->m->eb, "%s:%d: %s%s%s", file, line, where,
-			   where[0] != '\0' ? ": " : "", msg);
-	else
-		errbuf_add(in->m->eb, "%s: %s%s%s", file, where,
-			   where[0] != '\0' ? ": " : "", msg);
+	config_error_at(in->cfg, in->m->root ? NULL : in->sec, option,
+			in->m->eb, msg);
 }
 
 /* Log with the module's name and the title as prefix. */
 void
 keel_instance_log(struct keel_instance *in, int level, const char *fmt, ...)
 {
-	char msg[2048];
 	va_list ap;
 
-	if (!keel_log_enabled(level))
-		return;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	module_vlog(in->m->name, in->title, level, fmt, ap);
 	va_end(ap);
-	if (in->title[0] != '\0')
-		keel_log(level, "%s: %s: %s", in->m->name, in->title, msg);
-	else
-		keel_log(level, "%s: %s", in->m->name, msg);
 }
 
 /* A removed instance has drained. */
