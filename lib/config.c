@@ -1020,37 +1020,75 @@ config_fill(struct config *c, const struct config_section *sec,
 	return conf;
 }
 
-/* Options with KEEL_OPT_UNIQUE: no two sections of a module share a value. */
+/* One value of a unique option, to sort. */
+struct config_uniq {
+	const struct keel_option *o;
+	const struct config_section *sec;
+	size_t idx; /* place in the file: the first one keeps the value */
+};
+
+/* Order by value, then by place in the file. */
+static int
+config_uniq_cmp(const void *pa, const void *pb)
+{
+	const struct config_uniq *a = pa, *b = pb;
+	int d = option_cmp(a->o, a->sec->conf, b->sec->conf);
+
+	if (d != 0)
+		return d;
+	return a->idx < b->idx ? -1 : a->idx > b->idx;
+}
+
+/*
+ * Options with KEEL_OPT_UNIQUE: no two sections of a module share a value.
+ * Sorted, so that equal values are neighbours: n log n, not n^2.
+ */
 static int
 config_unique(struct config *c, struct errbuf *eb)
 {
+	struct config_uniq *u = calloc(c->nsecs + 1, sizeof(*u));
 	char err[600], buf[64];
-	size_t i, j;
+	struct keel_module *m;
+	size_t i, n, first;
 	int bad = 0, o;
 
-	for (i = 0; i < c->nsecs; i++) {
-		const struct keel_option *opts = c->secs[i].m->desc->options;
+	if (u == NULL) {
+		errbuf_add(eb, "%s: out of memory", c->path);
+		return -1;
+	}
+	for (m = c->nsecs > 0 ? c->modules : NULL; m != NULL; m = m->next) {
+		const struct keel_option *opts = m->desc->options;
 
-		for (j = 0; j < i; j++) {
-			if (c->secs[j].m != c->secs[i].m)
+		for (o = 0; opts != NULL && opts[o].name != NULL; o++) {
+			if (!(opts[o].flags & KEEL_OPT_UNIQUE) ||
+			    opts[o].type == KEEL_OPT_LIST)
 				continue;
-			for (o = 0; opts[o].name != NULL; o++) {
-				if (!(opts[o].flags & KEEL_OPT_UNIQUE) ||
-				    !option_equal(&opts[o], c->secs[i].conf,
-						  c->secs[j].conf))
+			for (i = 0, n = 0; i < c->nsecs; i++)
+				if (c->secs[i].m == m &&
+				    c->secs[i].conf != NULL)
+					u[n++] = (struct config_uniq){
+						&opts[o], &c->secs[i], i
+					};
+			qsort(u, n, sizeof(*u), config_uniq_cmp);
+			for (i = 1, first = 0; i < n; i++) {
+				if (option_cmp(&opts[o], u[first].sec->conf,
+					       u[i].sec->conf) != 0) {
+					first = i;
 					continue;
+				}
 				snprintf(err, sizeof(err),
 					 "%s %s is already used by %s '%s'",
 					 opts[o].name,
-					 option_text(&opts[o], c->secs[i].conf,
+					 option_text(&opts[o], u[i].sec->conf,
 						     buf, sizeof(buf)),
-					 c->secs[j].m->name, c->secs[j].title);
-				config_error_at(c, &c->secs[i], opts[o].name,
-						eb, err);
+					 m->name, u[first].sec->title);
+				config_error_at(c, u[i].sec, opts[o].name, eb,
+						err);
 				bad = 1;
 			}
 		}
 	}
+	free(u);
 	return bad ? -1 : 0;
 }
 
@@ -1066,6 +1104,29 @@ config_find_pos(const struct config_scan *sc, const char *name,
 		    strcmp(sc->secs[i].title, title) == 0)
 			return &sc->secs[i];
 	return NULL;
+}
+
+/*
+ * The position of the next section @name @title: libconfuse gives a
+ * module's sections in the order of the files, as the pre-scan recorded
+ * them, so a cursor finds each in one step (a thousand ports would cost a
+ * million comparisons by search); anything unexpected falls back to it.
+ */
+static const struct config_section_pos *
+config_next_pos(const struct config_scan *sc, const char *name,
+		const char *title, size_t *cursor)
+{
+	size_t i;
+
+	for (i = *cursor; i < sc->nsecs; i++) {
+		if (strcmp(sc->secs[i].name, name) != 0)
+			continue;
+		if (strcmp(sc->secs[i].title, title) != 0)
+			break;
+		*cursor = i + 1;
+		return &sc->secs[i];
+	}
+	return config_find_pos(sc, name, title);
 }
 
 /* Non-zero when @core lists module @name in `load`. */
@@ -1127,22 +1188,28 @@ config_check_load(struct keel *k, struct config *c, const struct keel_list *l,
 /* Add one converted section to @c. */
 static int
 config_add_section(struct config *c, struct keel_module *m, const char *title,
-		   cfg_t *cs, struct errbuf *eb)
+		   cfg_t *cs, const struct config_section_pos *pos,
+		   struct errbuf *eb)
 {
-	struct config_section *grown, *sec;
+	struct config_section *sec;
 
-	grown = realloc(c->secs, (c->nsecs + 1) * sizeof(*grown));
-	if (grown == NULL) {
-		errbuf_add(eb, "%s: out of memory", c->path);
-		return -1;
+	if (c->nsecs == c->capsecs) {
+		size_t cap = c->capsecs != 0 ? c->capsecs * 2 : 16;
+		struct config_section *grown =
+			realloc(c->secs, cap * sizeof(*grown));
+
+		if (grown == NULL) {
+			errbuf_add(eb, "%s: out of memory", c->path);
+			return -1;
+		}
+		c->secs = grown;
+		c->capsecs = cap;
 	}
-	c->secs = grown;
 	sec = &c->secs[c->nsecs];
 	memset(sec, 0, sizeof(*sec));
 	sec->m = m;
 	sec->title = strdup(title);
-	sec->pos =
-		cs != NULL ? config_find_pos(&c->scan, m->name, title) : NULL;
+	sec->pos = pos;
 	if (sec->title == NULL) {
 		errbuf_add(eb, "%s: out of memory", c->path);
 		return -1;
@@ -1159,6 +1226,7 @@ config_convert_module(struct config *c, struct keel_module *m, cfg_t *cfg,
 		      struct errbuf *eb)
 {
 	unsigned int n = cfg_size(cfg, m->name), i;
+	size_t cursor = 0;
 	int bad = 0;
 
 	if (n > 0 && !config_loads(c, m->name)) {
@@ -1193,15 +1261,17 @@ config_convert_module(struct config *c, struct keel_module *m, cfg_t *cfg,
 		return 0;
 	for (i = 0; i < n; i++) {
 		cfg_t *cs = cfg_getnsec(cfg, m->name, i);
-		const char *title = cfg_title(cs);
+		const char *title = cfg_title(cs) != NULL ? cfg_title(cs) : "";
 
-		if (config_add_section(c, m, title != NULL ? title : "", cs,
-				       eb) == -1)
+		if (config_add_section(
+			    c, m, title, cs,
+			    config_next_pos(&c->scan, m->name, title, &cursor),
+			    eb) == -1)
 			bad = 1;
 	}
 	/* A single section that is not written runs with its defaults. */
 	if (n == 0 && m->desc->section == KEEL_SECTION_SINGLE &&
-	    config_add_section(c, m, "", NULL, eb) == -1)
+	    config_add_section(c, m, "", NULL, NULL, eb) == -1)
 		bad = 1;
 	return bad ? -1 : 0;
 }
@@ -1234,6 +1304,7 @@ config_convert(struct keel *k, struct config *c, cfg_t *cfg, struct errbuf *eb)
 	void *core;
 	int bad = 0;
 
+	c->modules = k->modules;
 	core = config_fill(c, NULL, core_options, sizeof(c->core), cfg, eb);
 	if (core == NULL)
 		return -1;

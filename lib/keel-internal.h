@@ -118,8 +118,9 @@ struct config {
 	void *root_conf; /* the application's top-level options */
 	const struct keel_option *root_opts;
 	struct config_section *secs;
-	size_t nsecs;
-	struct config_scan scan; /* where everything is written */
+	size_t nsecs, capsecs;
+	struct keel_module *modules; /* the registry it was converted for */
+	struct config_scan scan;     /* where everything is written */
 };
 struct config *config_load(struct keel *k, const char *path, struct errbuf *eb);
 void config_free(struct config *c);
@@ -138,6 +139,7 @@ int option_parse(const struct keel_option *o, const char *text, void *conf,
 void option_free_one(const struct keel_option *o, void *conf);
 void option_conf_free(const struct keel_option *opts, void *conf);
 int option_equal(const struct keel_option *o, const void *a, const void *b);
+int option_cmp(const struct keel_option *o, const void *a, const void *b);
 uint64_t option_diff(const struct keel_option *opts, const void *a,
 		     const void *b);
 const char *option_text(const struct keel_option *o, const void *conf,
@@ -149,7 +151,8 @@ int option_check_table(const struct keel_option *opts, size_t conf_size,
 struct keel_metric {
 	struct keel_metric *next;
 	enum keel_metric_type type;
-	char *name, *help, *label, *value;
+	const char *name, *help, *label; /* the caller's: static strings */
+	char *value;                     /* copied */
 	int64_t v;
 	const uint64_t *src;
 };
@@ -243,9 +246,15 @@ struct status_entry {
 		double d;
 	} v;
 };
+struct status_chunk {
+	struct status_chunk *next;
+	size_t size, used;
+	char data[];
+};
 struct keel_status {
 	struct status_entry *e;
 	size_t n, cap;
+	struct status_chunk *chunks; /* keys and strings */
 	char *text;
 };
 struct keel_status *status_new(void);

@@ -411,6 +411,36 @@ option_conf_free(const struct keel_option *opts, void *conf)
 	free(conf);
 }
 
+/* Compare one option's values in @a and @b (a total order, for sorting). */
+int
+option_cmp(const struct keel_option *o, const void *a, const void *b)
+{
+	const char *sa = (const char *)a + o->offset,
+		   *sb = (const char *)b + o->offset;
+	char *pa, *pb;
+
+	switch (o->type) {
+	case KEEL_OPT_STRING:
+		memcpy(&pa, sa, sizeof(pa));
+		memcpy(&pb, sb, sizeof(pb));
+		if (pa == NULL || pb == NULL)
+			return (pa != NULL) - (pb != NULL);
+		return strcmp(pa, pb);
+	case KEEL_OPT_HOSTPORT: {
+		const struct keel_hostport *ha = (const void *)sa,
+					   *hb = (const void *)sb;
+
+		if (ha->len != hb->len)
+			return ha->len < hb->len ? -1 : 1;
+		return memcmp(&ha->addr, &hb->addr, ha->len);
+	}
+	case KEEL_OPT_LIST:
+		return option_equal(o, a, b) ? 0 : (a < b ? -1 : 1);
+	default:
+		return memcmp(sa, sb, o->size);
+	}
+}
+
 /* Non-zero when option @o has the same value in @a and @b. */
 int
 option_equal(const struct keel_option *o, const void *a, const void *b)

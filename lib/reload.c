@@ -53,16 +53,29 @@ reload_prepare_core(struct keel *k, const struct config *c, struct errbuf *eb)
 	return -1;
 }
 
-/* The running instance of @m titled @title, or NULL. */
+/*
+ * The running instance of @m titled @title, or NULL. Instances are kept in
+ * the order of the file, so the one after the last match (@hint) is
+ * usually it: a reload of a thousand sections does not search a thousand
+ * times.
+ */
 static struct keel_instance *
-reload_match(struct keel_module *m, const char *title)
+reload_match(struct keel_module *m, const char *title,
+	     struct keel_instance **hint)
 {
-	struct keel_instance *in;
+	struct keel_instance *in = *hint;
 
+	if (in != NULL && in->state == INSTANCE_RUNNING && !in->matched &&
+	    strcmp(in->title, title) == 0) {
+		*hint = in->next;
+		return in;
+	}
 	for (in = m->instances; in != NULL; in = in->next)
 		if (in->state == INSTANCE_RUNNING && !in->matched &&
-		    strcmp(in->title, title) == 0)
+		    strcmp(in->title, title) == 0) {
+			*hint = in->next;
 			return in;
+		}
 	return NULL;
 }
 
@@ -112,9 +125,10 @@ reload_prepare_instance(struct keel_instance *in, struct config *c,
 static int
 reload_propose(struct keel_module *m, struct config *c,
 	       const struct config_section *sec, const char *title, void **conf,
-	       unsigned int flags, struct errbuf *eb)
+	       struct keel_instance **hint, unsigned int flags,
+	       struct errbuf *eb)
 {
-	struct keel_instance *old = reload_match(m, title), *in;
+	struct keel_instance *old = reload_match(m, title, hint), *in;
 	uint64_t changed = 0;
 
 	if (old != NULL) {
@@ -225,17 +239,20 @@ static int
 reload_prepare_module(struct keel_module *m, struct config *c,
 		      unsigned int flags, struct errbuf *eb)
 {
+	struct keel_instance *hint = m->instances;
 	size_t i;
 
 	if (reload_start(m, c, eb) == -1)
 		return -1;
 	if (m->root)
-		return reload_propose(m, c, NULL, "", &c->root_conf, flags, eb);
+		return reload_propose(m, c, NULL, "", &c->root_conf, &hint,
+				      flags, eb);
 	for (i = 0; i < c->nsecs; i++) {
 		struct config_section *sec = &c->secs[i];
 
-		if (sec->m == m && reload_propose(m, c, sec, sec->title,
-						  &sec->conf, flags, eb) == -1)
+		if (sec->m == m &&
+		    reload_propose(m, c, sec, sec->title, &sec->conf, &hint,
+				   flags, eb) == -1)
 			return -1;
 	}
 	return 0;

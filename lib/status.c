@@ -15,6 +15,7 @@
 #include <string.h>
 
 #define STATUS_MAX_DEPTH 8
+#define STATUS_CHUNK     16384
 
 /* A new, empty status. */
 struct keel_status *
@@ -23,22 +24,50 @@ status_new(void)
 	return calloc(1, sizeof(struct keel_status));
 }
 
-/* Free a status and its entries. */
+/* Free a status, its entries and its strings. */
 void
 status_free(struct keel_status *st)
 {
-	size_t i;
+	struct status_chunk *c, *next;
 
 	if (st == NULL)
 		return;
-	for (i = 0; i < st->n; i++) {
-		free(st->e[i].key);
-		if (st->e[i].type == STATUS_STR)
-			free(st->e[i].v.s);
+	for (c = st->chunks; c != NULL; c = next) {
+		next = c->next;
+		free(c);
 	}
 	free(st->e);
 	free(st->text);
 	free(st);
+}
+
+/*
+ * Copy @len bytes of @s (and a NUL) into the status's own chunks: a status
+ * of a thousand ports holds tens of thousands of short strings, and one
+ * malloc each would cost time and leave the heap fragmented.
+ */
+static char *
+status_copy(struct keel_status *st, const char *s, size_t len)
+{
+	struct status_chunk *c = st->chunks;
+	char *out;
+
+	if (c == NULL || c->size - c->used < len + 1) {
+		size_t size = len + 1 > STATUS_CHUNK ? len + 1 : STATUS_CHUNK;
+
+		c = malloc(sizeof(*c) + size);
+		if (c == NULL)
+			return NULL;
+		c->size = size;
+		c->used = 0;
+		c->next = st->chunks;
+		st->chunks = c;
+	}
+	out = c->data + c->used;
+	memcpy(out, s, len);
+	out[len] = '\0';
+	c->used += len + 1;
+	return out;
 }
 
 /* One field a line: a newline inside a key or a value is shown as a space. */
@@ -71,7 +100,7 @@ status_append(struct keel_status *st, enum status_type type, const char *key)
 	e = &st->e[st->n];
 	memset(e, 0, sizeof(*e));
 	e->type = type;
-	if (key != NULL && (e->key = strdup(key)) == NULL)
+	if (key != NULL && (e->key = status_copy(st, key, strlen(key))) == NULL)
 		return NULL;
 	status_flatten(e->key);
 	st->n++;
@@ -84,8 +113,10 @@ keel_status_str(struct keel_status *st, const char *key, const char *value)
 {
 	struct status_entry *e = status_append(st, STATUS_STR, key);
 
+	if (value == NULL)
+		value = "";
 	if (e != NULL) {
-		e->v.s = strdup(value != NULL ? value : "");
+		e->v.s = status_copy(st, value, strlen(value));
 		status_flatten(e->v.s);
 	}
 }
@@ -96,14 +127,19 @@ keel_status_printf(struct keel_status *st, const char *key, const char *fmt,
 		   ...)
 {
 	struct status_entry *e = status_append(st, STATUS_STR, key);
+	char buf[1024];
 	va_list ap;
+	int n;
 
 	if (e == NULL)
 		return;
 	va_start(ap, fmt);
-	if (vasprintf(&e->v.s, fmt, ap) < 0)
-		e->v.s = NULL;
+	n = vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
+	if (n < 0)
+		n = 0;
+	e->v.s = status_copy(
+		st, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
 	status_flatten(e->v.s);
 }
 

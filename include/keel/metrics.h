@@ -32,7 +32,9 @@ enum keel_metric_type {
  * Register a metric of module @p m, or of instance @p in when not NULL.
  * @p name is in Prometheus style (`rx_bytes_total`, `clients`:
  * [a-zA-Z_][a-zA-Z0-9_]*, counters end in `_total`); @p label and @p value
- * add one label of its own (both NULL for none).
+ * add one label of its own (both NULL for none). @p name, @p help and
+ * @p label are not copied: string literals (or strings that outlive the
+ * metric); @p value is copied.
  * @return the metric, or NULL when out of memory or the name is invalid
  * (updating NULL does nothing).
  */
