@@ -1276,6 +1276,43 @@ config_convert_module(struct config *c, struct keel_module *m, cfg_t *cfg,
 	return bad ? -1 : 0;
 }
 
+/*
+ * -T: the effective configuration, as a file that parses to the same
+ * values: includes expanded, defaults filled in, one option a line.
+ */
+void
+config_print(const struct config *c, FILE *fp)
+{
+	const struct keel_module *m;
+	int i;
+	size_t s;
+
+	fprintf(fp, "# %s, effective configuration\n", c->path);
+	for (i = 0; core_options[i].name != NULL; i++)
+		option_print(fp, &core_options[i], &c->core, 0);
+	for (m = c->modules; m != NULL; m = m->next)
+		if (m->root)
+			for (i = 0; m->desc->options[i].name != NULL; i++)
+				option_print(fp, &m->desc->options[i],
+					     c->root_conf, 0);
+	for (s = 0; s < c->nsecs; s++) {
+		const struct config_section *sec = &c->secs[s];
+
+		fprintf(fp, "\n%s ", sec->m->name);
+		if (sec->m->desc->section == KEEL_SECTION_TITLED) {
+			option_print_string(fp, sec->title);
+			fputc(' ', fp);
+		}
+		fputs("{\n", fp);
+		for (i = 0; sec->m->desc->options != NULL &&
+			    sec->m->desc->options[i].name != NULL;
+		     i++)
+			option_print(fp, &sec->m->desc->options[i], sec->conf,
+				     2);
+		fputs("}\n", fp);
+	}
+}
+
 /* Free a converted configuration and what no instance took. */
 void
 config_free(struct config *c)

@@ -9,6 +9,7 @@
 #include <keel/module.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -124,6 +125,7 @@ struct config {
 };
 struct config *config_load(struct keel *k, const char *path, struct errbuf *eb);
 void config_free(struct config *c);
+void config_print(const struct config *c, FILE *fp);
 void config_module_free(struct keel_module *m);
 int config_loads(const struct config *c, const char *name);
 int config_opt_line(const struct config *c, const struct config_section *sec,
@@ -144,6 +146,9 @@ uint64_t option_diff(const struct keel_option *opts, const void *a,
 		     const void *b);
 const char *option_text(const struct keel_option *o, const void *conf,
 			char *buf, size_t len);
+void option_print_string(FILE *fp, const char *s);
+void option_print(FILE *fp, const struct keel_option *o, const void *conf,
+		  int indent);
 int option_check_table(const struct keel_option *opts, size_t conf_size,
 		       char *why, size_t whylen);
 
@@ -302,6 +307,7 @@ struct keel_options {
 	const char *pidfile;     /* -p */
 	int foreground;          /* -n */
 	int debug;               /* -d */
+	int dump;                /* -T */
 };
 
 /* How far a stop has come. */

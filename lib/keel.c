@@ -728,8 +728,18 @@ keel_main_check(const struct keel_options *opt)
 	else if (cfg != NULL &&
 		 reload_transaction(k, cfg, KEEL_PREPARE_CHECK, &eb) == 0)
 		rc = 0;
+	if (rc == 0 && opt->dump) {
+		/* The transaction consumed its copy: convert the file again. */
+		cfg = config_load(k, k->config_path, &eb);
+		if (cfg != NULL)
+			config_print(cfg, stdout);
+		else
+			rc = 1;
+		config_free(cfg);
+	}
 	if (rc == 0)
-		printf("%s: configuration OK\n", k->config_path);
+		printf("%s%s: configuration OK\n", opt->dump ? "# " : "",
+		       k->config_path);
 	else
 		keel_print_errors(&eb);
 	errbuf_clear(&eb);

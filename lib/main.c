@@ -14,10 +14,11 @@ main_usage(const struct keel_app *app, FILE *fp)
 	if (app->summary != NULL)
 		fprintf(fp, "%s: %s\n", app->name, app->summary);
 	fprintf(fp,
-		"usage: %s [-ndtV] [-f FILE] [-p PIDFILE]%s [-s CMD]\n"
+		"usage: %s [-ndtTV] [-f FILE] [-p PIDFILE]%s [-s CMD]\n"
 		"  -f, --config FILE       configuration (default %s)\n"
 		"  -n, --foreground        do not daemonize; log to stderr\n"
 		"  -t, --test              check the configuration and exit\n"
+		"  -T                      as -t, then print the effective configuration\n"
 		"  -s, --signal CMD        control the running %s: reload, stop,\n"
 		"                          reopen, wake, status\n"
 		"  -p, --pidfile FILE      override the pidfile\n",
@@ -78,8 +79,8 @@ keel_main(int argc, char **argv, const struct keel_app *app)
 	opt.app = app;
 	opt.config = app->config;
 	opt.module_path = app->module_dir;
-	while ((c = getopt_long(argc, argv, "f:nts:p:M:dVh", longopts, NULL)) !=
-	       -1) {
+	while ((c = getopt_long(argc, argv, "f:ntTs:p:M:dVh", longopts,
+				NULL)) != -1) {
 		switch (c) {
 		case 'f':
 			opt.config = optarg;
@@ -89,6 +90,10 @@ keel_main(int argc, char **argv, const struct keel_app *app)
 			break;
 		case 't':
 			test = 1;
+			break;
+		case 'T':
+			test = 1;
+			opt.dump = 1;
 			break;
 		case 's':
 			cmd = optarg;

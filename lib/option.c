@@ -591,3 +591,92 @@ option_check_table(const struct keel_option *opts, size_t conf_size, char *why,
 	option_conf_free(opts, scratch);
 	return 0;
 }
+
+/* Write @s as a double-quoted libconfuse string. */
+void
+option_print_string(FILE *fp, const char *s)
+{
+	fputc('"', fp);
+	for (; *s != '\0'; s++) {
+		if (*s == '"' || *s == '\\')
+			fprintf(fp, "\\%c", *s);
+		else if (*s == '\n')
+			fputs("\\n", fp);
+		else if (*s == '\t')
+			fputs("\\t", fp);
+		else if ((unsigned char)*s < 0x20)
+			fprintf(fp, "\\x%02x", (unsigned char)*s);
+		else
+			fputc(*s, fp);
+	}
+	fputc('"', fp);
+}
+
+/*
+ * Write `name = value` for option @o of @conf, as it would be written in a
+ * file (nothing for an unset string). @indent: leading spaces.
+ */
+void
+option_print(FILE *fp, const struct keel_option *o, const void *conf,
+	     int indent)
+{
+	const char *slot = (const char *)conf + o->offset;
+	char *s;
+	double d;
+	size_t i;
+	long l;
+	int n;
+
+	if (o->type == KEEL_OPT_STRING) {
+		memcpy(&s, slot, sizeof(s));
+		if (s == NULL)
+			return;
+	}
+	fprintf(fp, "%*s%s = ", indent, "", o->name);
+	switch (o->type) {
+	case KEEL_OPT_INT:
+		memcpy(&l, slot, sizeof(l));
+		fprintf(fp, "%ld", l);
+		break;
+	case KEEL_OPT_FLOAT:
+	case KEEL_OPT_SECONDS:
+		memcpy(&d, slot, sizeof(d));
+		fprintf(fp, "%.15g", d);
+		break;
+	case KEEL_OPT_SIZE: {
+		size_t z;
+
+		memcpy(&z, slot, sizeof(z));
+		fprintf(fp, "%zu", z);
+		break;
+	}
+	case KEEL_OPT_BOOL:
+		memcpy(&n, slot, sizeof(n));
+		fputs(n ? "true" : "false", fp);
+		break;
+	case KEEL_OPT_STRING:
+		memcpy(&s, slot, sizeof(s));
+		option_print_string(fp, s);
+		break;
+	case KEEL_OPT_ENUM:
+		memcpy(&n, slot, sizeof(n));
+		option_print_string(fp, o->words[n]);
+		break;
+	case KEEL_OPT_HOSTPORT:
+		s = ((const struct keel_hostport *)(const void *)slot)->text;
+		option_print_string(fp, s != NULL ? s : "");
+		break;
+	case KEEL_OPT_LIST: {
+		const struct keel_list *lst = (const void *)slot;
+
+		fputc('{', fp);
+		for (i = 0; i < lst->n; i++) {
+			fputs(i > 0 ? ", " : " ", fp);
+			option_print_string(fp, lst->v[i]);
+		}
+		fputs(lst->n > 0 ? " }" : "}", fp);
+		break;
+	}
+	}
+	fputc('\n', fp);
+}

@@ -4,6 +4,7 @@ import os
 import pwd
 import re
 import signal
+import subprocess
 import time
 import unittest
 
@@ -103,6 +104,27 @@ class Reload(unittest.TestCase):
         self.k.wait_log("error: " + re.escape(self.k.conf) + ": is a directory")
         self.assertEqual(self.k.generation(), 1)
         self.assertTrue(self.k.alive())
+
+    def test_effective_configuration_parses_to_itself(self):
+        # -T prints includes expanded and defaults filled in, as a file that
+        # gives the same values back.
+        with open(os.path.join(self.k.dir, "more.conf"), "w") as f:
+            f.write('heartbeat "b \\"q\\"" {\n  interval = 500ms\n}\n')
+        self.k.write(HEARTBEAT % ("tab\\there", 0.2) + 'include("more.conf")\n')
+        r = subprocess.run(self.k.argv("-T"), capture_output=True, text=True, timeout=20)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn('heartbeat "a" {\n  message = "tab\\there"\n  interval = 0.2\n}\n', r.stdout)
+        self.assertIn('heartbeat "b \\"q\\"" {\n  message = "alive"\n  interval = 0.5\n}\n', r.stdout)
+        self.assertIn('shutdown-timeout = 5\n', r.stdout)
+        self.assertIn('load = { "heartbeat" }\n', r.stdout)
+        again = os.path.join(self.k.dir, "effective.conf")
+        with open(again, "w") as f:
+            f.write(r.stdout)
+        r2 = subprocess.run([a if a != self.k.conf else again for a in self.k.argv("-T")],
+                            capture_output=True, text=True, timeout=20)
+        self.assertEqual(r2.returncode, 0, r2.stderr)
+        strip = lambda t: [l for l in t.splitlines() if not l.startswith("#")]
+        self.assertEqual(strip(r2.stdout), strip(r.stdout))
 
     def test_line_numbers_are_exact_after_comments(self):
         # libconfuse 3.3 alone reports line 14 here (+2 per line comment,
