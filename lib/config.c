@@ -474,6 +474,14 @@ config_scan_free(struct config_scan *sc)
 int
 config_read_file(const char *path, char **text, size_t *len, struct errbuf *eb)
 {
+	return config_read_file_max(path, CONFIG_MAX_SIZE, text, len, eb);
+}
+
+/* As config_read_file, with another size limit (the state file's). */
+int
+config_read_file_max(const char *path, size_t max, char **text, size_t *len,
+		     struct errbuf *eb)
+{
 	struct stat st;
 	char *buf;
 	size_t got = 0;
@@ -499,9 +507,9 @@ config_read_file(const char *path, char **text, size_t *len, struct errbuf *eb)
 		close(fd);
 		return -1;
 	}
-	if (st.st_size > CONFIG_MAX_SIZE) {
-		errbuf_add(eb, "%s: too large (%lld bytes, at most %d)", path,
-			   (long long)st.st_size, CONFIG_MAX_SIZE);
+	if ((unsigned long long)st.st_size > max) {
+		errbuf_add(eb, "%s: too large (%lld bytes, at most %zu)", path,
+			   (long long)st.st_size, max);
 		close(fd);
 		return -1;
 	}
@@ -1185,6 +1193,21 @@ config_check_load(struct keel *k, struct config *c, const struct keel_list *l,
 	return bad ? -1 : 0;
 }
 
+/*
+ * A title names an instance in logs, status keys, metric labels and
+ * messages: 1 to 64 letters, digits and - _ . : @ + (no space, quote or
+ * newline to break a `key: value` line or a label).
+ */
+static int
+config_title_ok(const char *t)
+{
+	size_t n = strlen(t);
+
+	return n > 0 && n <= 64 &&
+	       strspn(t, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+			 "0123456789-_.:@+") == n;
+}
+
 /* Add one converted section to @c. */
 static int
 config_add_section(struct config *c, struct keel_module *m, const char *title,
@@ -1215,6 +1238,24 @@ config_add_section(struct config *c, struct keel_module *m, const char *title,
 		return -1;
 	}
 	c->nsecs++;
+	if (m->desc->section == KEEL_SECTION_TITLED &&
+	    !config_title_ok(title)) {
+		char shown[80];
+		size_t i;
+
+		snprintf(shown, sizeof(shown), "%s", title);
+		for (i = 0; shown[i] != '\0'; i++)
+			if ((unsigned char)shown[i] < 0x20)
+				shown[i] = '?';
+		errbuf_add(
+			eb,
+			"%s:%d: %s: the title '%s%s' is not 1 to 64 letters, "
+			"digits and - _ . : @ +",
+			pos != NULL ? pos->file : c->path,
+			pos != NULL ? pos->line : 0, m->name, shown,
+			strlen(title) >= sizeof(shown) ? "..." : "");
+		return -1;
+	}
 	sec->conf = config_fill(c, sec, m->desc->options, m->desc->conf_size,
 				cs, eb);
 	return sec->conf != NULL ? 0 : -1;

@@ -81,6 +81,8 @@ struct config_scan {
 int config_scan_text(const char *file, const char *text, size_t len,
 		     struct config_scan *sc, struct errbuf *eb);
 void config_scan_free(struct config_scan *sc);
+int config_read_file_max(const char *path, size_t max, char **text, size_t *len,
+			 struct errbuf *eb);
 int config_read_file(const char *path, char **text, size_t *len,
 		     struct errbuf *eb);
 int config_peek_paths(const char *path, char **pidfile, char **statefile);
@@ -202,6 +204,7 @@ struct keel_instance {
 	int matched;                     /* the new configuration keeps it */
 	struct keel_instance *successor; /* re-created as */
 	int in_hook, gone;
+	int stopping_now; /* module_stop has removed it */
 	void *data, *plan;
 	struct keel_metric *metrics;
 	const struct config *cfg; /* during a transaction */

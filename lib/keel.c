@@ -137,11 +137,18 @@ int
 keel_status_requested(struct keel *k)
 {
 	char path[PATH_MAX];
+	struct stat st;
+	int fresh;
 
-	if (k->statefile == NULL || snprintf(path, sizeof(path), "%s.request",
-					     k->statefile) >= (int)sizeof(path))
+	if (k->statefile == NULL ||
+	    snprintf(path, sizeof(path), "%s.request", k->statefile) >=
+		    (int)sizeof(path) ||
+	    lstat(path, &st) == -1)
 		return 0;
-	return unlink(path) == 0;
+	/* One left by a -s status that died long ago is not this request. */
+	fresh = st.st_mtime >= time(NULL) - 5;
+	unlink(path);
+	return fresh;
 }
 
 /* SIGUSR2: status to the log (unless -s status asked) and the state file. */
@@ -401,8 +408,18 @@ keel_free(struct keel *k)
 
 	/* Past the loop: a module stopping now is not a drain to report. */
 	k->stopping = STOP_FREEING;
-	for (m = k->modules; m != NULL; m = m->next)
-		module_stop(m, KEEL_REMOVE_NOW);
+	/* The last loaded first, as in a graceful stop. */
+	for (;;) {
+		struct keel_module *last = NULL;
+
+		for (m = k->modules; m != NULL; m = m->next)
+			if (m->state != MODULE_IDLE)
+				last = m;
+		if (last == NULL)
+			break;
+		module_stop(last, KEEL_REMOVE_NOW);
+		last->state = MODULE_IDLE; /* whatever its hooks did */
+	}
 	sig_free(k);
 	if (k->reload_ev != NULL)
 		event_free(k->reload_ev);

@@ -379,9 +379,20 @@ module_status(struct keel *k, struct keel_status *st)
 		for (in = m->instances; in != NULL; in = in->next) {
 			if (in->state == INSTANCE_PROPOSED)
 				continue;
-			keel_status_push(st, in->title);
-			if (in->state == INSTANCE_REMOVING)
+			/*
+			 * A draining instance may share its title with the
+			 * new one of a section renamed back: keys stay unique.
+			 */
+			if (in->state == INSTANCE_REMOVING) {
+				char key[300];
+
+				snprintf(key, sizeof(key), "%s (removing)",
+					 in->title);
+				keel_status_push(st, key);
 				keel_status_bool(st, "removing", 1);
+			} else {
+				keel_status_push(st, in->title);
+			}
 			if (m->desc->status != NULL)
 				m->desc->status(in, st);
 			metric_status(in->metrics, st);
@@ -414,20 +425,31 @@ module_stopped(struct keel_module *m)
 void
 module_stop(struct keel_module *m, unsigned int flags)
 {
-	struct keel_instance *in, *next;
+	struct keel_instance *in;
 
 	if (m->state == MODULE_IDLE)
 		return;
 	if (m->state == MODULE_RUNNING)
 		log_debug("module %s: stopping", m->name);
 	m->state = MODULE_STOPPING;
-	for (in = m->instances; in != NULL; in = next) {
-		next = in->next;
-		if (in->state == INSTANCE_RUNNING ||
-		    (in->state == INSTANCE_REMOVING &&
-		     (flags & KEEL_REMOVE_NOW)))
-			instance_remove(in, flags);
+	/*
+	 * From the head again after each removal: a remove hook may finish
+	 * (and free) other draining instances of the module.
+	 */
+	for (;;) {
+		for (in = m->instances; in != NULL; in = in->next)
+			if (!in->stopping_now &&
+			    (in->state == INSTANCE_RUNNING ||
+			     (in->state == INSTANCE_REMOVING &&
+			      (flags & KEEL_REMOVE_NOW))))
+				break;
+		if (in == NULL)
+			break;
+		in->stopping_now = 1;
+		instance_remove(in, flags);
 	}
+	for (in = m->instances; in != NULL; in = in->next)
+		in->stopping_now = 0;
 	module_stopped(m);
 }
 

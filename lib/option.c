@@ -76,6 +76,36 @@ option_bounds(const struct keel_option *o, double v, const char *text,
 	return -1;
 }
 
+/*
+ * The length of a plain decimal number at the start of @s: an optional
+ * sign, digits, an optional fraction and exponent (with @frac) — no
+ * spaces, no hexadecimal, nan or inf as strtod would take.
+ */
+static size_t
+option_decimal(const char *s, int frac)
+{
+	const char *p = s;
+
+	if (*p == '-' || *p == '+')
+		p++;
+	if (!isdigit((unsigned char)*p))
+		return 0;
+	while (isdigit((unsigned char)*p))
+		p++;
+	if (!frac)
+		return (size_t)(p - s);
+	if (*p == '.')
+		for (p++; isdigit((unsigned char)*p); p++)
+			;
+	if ((*p == 'e' || *p == 'E') &&
+	    (isdigit((unsigned char)p[1]) ||
+	     ((p[1] == '-' || p[1] == '+') && isdigit((unsigned char)p[2])))) {
+		for (p += 2; isdigit((unsigned char)*p); p++)
+			;
+	}
+	return (size_t)(p - s);
+}
+
 /* Parse a duration: a number with an optional unit. */
 static int
 option_seconds(const char *text, double *out)
@@ -86,13 +116,15 @@ option_seconds(const char *text, double *out)
 	} units[] = { { "", 1 },     { "s", 1 },    { "ms", 0.001 },
 		      { "m", 60 },   { "min", 60 }, { "h", 3600 },
 		      { "d", 86400 } };
-	char *end;
+	size_t n = option_decimal(text, 1), i;
+	const char *end = text + n;
 	double v;
-	size_t i;
 
+	if (n == 0)
+		return -1;
 	errno = 0;
-	v = strtod(text, &end);
-	if (end == text || errno != 0 || !isfinite(v))
+	v = strtod(text, NULL);
+	if (errno != 0 || !isfinite(v))
 		return -1;
 	for (i = 0; i < sizeof(units) / sizeof(units[0]); i++)
 		if (strcmp(end, units[i].unit) == 0) {
@@ -215,7 +247,8 @@ option_parse(const struct keel_option *o, const char *text, void *conf,
 
 		errno = 0;
 		v = strtol(text, &end, 10);
-		if (end == text || *end != '\0' || errno != 0) {
+		if (option_decimal(text, 0) == 0 ||
+		    option_decimal(text, 0) != strlen(text) || errno != 0) {
 			snprintf(err, errlen, "%s '%s' is not an integer",
 				 o->name, text);
 			return -1;
@@ -228,7 +261,9 @@ option_parse(const struct keel_option *o, const char *text, void *conf,
 	case KEEL_OPT_FLOAT:
 		errno = 0;
 		d = strtod(text, &end);
-		if (end == text || *end != '\0' || errno != 0 || !isfinite(d)) {
+		if (option_decimal(text, 1) == 0 ||
+		    option_decimal(text, 1) != strlen(text) || errno != 0 ||
+		    !isfinite(d)) {
 			snprintf(err, errlen, "%s '%s' is not a number",
 				 o->name, text);
 			return -1;

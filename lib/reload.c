@@ -267,7 +267,7 @@ reload_prepare_module(struct keel_module *m, struct config *c,
 static void
 reload_commit_module(struct keel_module *m, const struct config *c)
 {
-	struct keel_instance *in, *next, *kept = NULL, **tail = &kept, **pp;
+	struct keel_instance *in, *kept = NULL, **tail = &kept, **pp;
 	size_t i;
 
 	for (in = m->instances; in != NULL; in = in->next) {
@@ -280,16 +280,18 @@ reload_commit_module(struct keel_module *m, const struct config *c)
 		in->state = INSTANCE_RUNNING;
 		in->matched = 1;
 	}
-	for (in = m->instances; in != NULL; in = next) {
-		next = in->next;
-		if (in->state == INSTANCE_RUNNING &&
-		    (!in->matched || in->successor != NULL)) {
-			keel_instance_log(in, KEEL_LOG_DEBUG, "%s",
-					  in->successor != NULL ? "re-created"
-								: "removed");
-			in->change = KEEL_CHANGE_REMOVED;
-			instance_remove(in, 0);
-		}
+	/* From the head after each removal: a hook may free others. */
+	for (;;) {
+		for (in = m->instances; in != NULL; in = in->next)
+			if (in->state == INSTANCE_RUNNING &&
+			    (!in->matched || in->successor != NULL))
+				break;
+		if (in == NULL)
+			break;
+		keel_instance_log(in, KEEL_LOG_DEBUG, "%s",
+				  in->successor != NULL ? "re-created"
+							: "removed");
+		instance_remove(in, 0);
 	}
 	reload_clear(m);
 	/* Keep the list in configuration order: new ones were appended. */

@@ -1,4 +1,5 @@
-/* The state file that keeld -s reads: replaced atomically. */
+/* SPDX-License-Identifier: ISC */
+/* The state file that -s reads: replaced atomically. */
 #include "keel-internal.h"
 
 #include <errno.h>
@@ -7,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#define STATE_MAX_SIZE ((size_t)256 << 20)
 
 /* Write @text to @path through a temporary file and rename(2). */
 int
@@ -41,7 +44,10 @@ state_write(const char *path, const char *text, size_t len)
 	return 0;
 }
 
-/* Read a whole state file, NULL when missing. */
+/*
+ * Read a whole state file, NULL when missing. Not the configuration's 1 MiB
+ * cap: a status is one field a line, some 20 lines per serial port.
+ */
 char *
 state_read(const char *path)
 {
@@ -49,7 +55,8 @@ state_read(const char *path)
 	char *text = NULL;
 	size_t len;
 
-	if (config_read_file(path, &text, &len, &eb) == -1) {
+	if (config_read_file_max(path, STATE_MAX_SIZE, &text, &len, &eb) ==
+	    -1) {
 		errbuf_clear(&eb);
 		return NULL;
 	}

@@ -109,12 +109,12 @@ class Reload(unittest.TestCase):
         # -T prints includes expanded and defaults filled in, as a file that
         # gives the same values back.
         with open(os.path.join(self.k.dir, "more.conf"), "w") as f:
-            f.write('heartbeat "b \\"q\\"" {\n  interval = 500ms\n}\n')
+            f.write('heartbeat "b.2" {\n  interval = 500ms\n  message = "say \\"hi\\""\n}\n')
         self.k.write(HEARTBEAT % ("tab\\there", 0.2) + 'include("more.conf")\n')
         r = subprocess.run(self.k.argv("-T"), capture_output=True, text=True, timeout=20)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn('heartbeat "a" {\n  message = "tab\\there"\n  interval = 0.2\n}\n', r.stdout)
-        self.assertIn('heartbeat "b \\"q\\"" {\n  message = "alive"\n  interval = 0.5\n}\n', r.stdout)
+        self.assertIn('heartbeat "b.2" {\n  message = "say \\"hi\\""\n  interval = 0.5\n}\n', r.stdout)
         self.assertIn('shutdown-timeout = 5\n', r.stdout)
         self.assertIn('load = { "heartbeat" }\n', r.stdout)
         again = os.path.join(self.k.dir, "effective.conf")

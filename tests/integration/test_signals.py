@@ -48,6 +48,19 @@ class Signals(unittest.TestCase):
         wait_for(lambda: self.k.state().get("dumps") == "1", what="dumps 1")
         self.assertTrue(self.k.alive())
 
+    def test_stale_status_request_does_not_silence_sigusr2(self):
+        # A -s status that died long ago left its request behind: an
+        # operator's SIGUSR2 still writes the dump into the log.
+        req = self.k.statefile + ".request"
+        open(req, "w").close()
+        old = time.time() - 60
+        os.utime(req, (old, old))
+        mark = len(self.k.log())
+        self.k.kill(signal.SIGUSR2)
+        self.k.wait_log(r"received SIGUSR2: status dump", after=mark)
+        self.k.wait_log(r"status: generation: 1", after=mark)
+        self.assertFalse(os.path.exists(req))
+
     def test_status_command_logs_nothing(self):
         # A monitoring script polling -s status must not fill the log.
         mark = len(self.k.log())

@@ -271,6 +271,8 @@ static const struct bad {
 	{ O_SPEED, "", "speed '' is not an integer" },
 	{ O_SPEED, "5 ", "speed '5 ' is not an integer" },
 	{ O_SPEED, "0x5", "speed '0x5' is not an integer" },
+	{ O_SPEED, " 5", "speed ' 5' is not an integer" },
+	{ O_SPEED, "--5", "speed '--5' is not an integer" },
 	{ O_PLAIN, "99999999999999999999",
 	  "plain '99999999999999999999' is not an integer" },
 	{ O_SPEED, "10", "speed 10 is out of range (1 to 9)" },
@@ -282,6 +284,10 @@ static const struct bad {
 	{ O_RATIO, "inf", "ratio 'inf' is not a number" },
 	{ O_RATIO, "1e999", "ratio '1e999' is not a number" },
 	{ O_RATIO, "0.5x", "ratio '0.5x' is not a number" },
+	/* only decimal: strtod alone would take these */
+	{ O_RATIO, "0x0.8", "ratio '0x0.8' is not a number" },
+	{ O_RATIO, " 0.5", "ratio ' 0.5' is not a number" },
+	{ O_RATIO, ".5", "ratio '.5' is not a number" },
 	{ O_RATIO, "1.01", "ratio 1.01 is out of range (0 to 1)" },
 	{ O_RATIO, "-0.1", "ratio -0.1 is out of range (0 to 1)" },
 	/* seconds */
@@ -298,6 +304,15 @@ static const struct bad {
 	  "timeout 'ms' is not a duration (seconds, or with a unit: 500ms, "
 	  "2s, 5m, 1h, 1d)" },
 	{ O_TIMEOUT, "2m", "timeout 2m is out of range (0.001 to 60)" },
+	{ O_TIMEOUT, "0x10",
+	  "timeout '0x10' is not a duration (seconds, or with a unit: 500ms, "
+	  "2s, 5m, 1h, 1d)" },
+	{ O_TIMEOUT, "0x1p3",
+	  "timeout '0x1p3' is not a duration (seconds, or with a unit: 500ms, "
+	  "2s, 5m, 1h, 1d)" },
+	{ O_TIMEOUT, " 5",
+	  "timeout ' 5' is not a duration (seconds, or with a unit: 500ms, "
+	  "2s, 5m, 1h, 1d)" },
 	{ O_TIMEOUT, "0", "timeout 0 is out of range (0.001 to 60)" },
 	{ O_TIMEOUT, "0.5ms", "timeout 0.5ms is out of range (0.001 to 60)" },
 	{ O_TIMEOUT, "-1s", "timeout -1s is out of range (0.001 to 60)" },
@@ -910,6 +925,38 @@ test_file_two_modules(void **state)
 		      "(0.001 to 60)\n");
 }
 
+/* A title that would break a status line or a label is refused. */
+static void
+test_file_titles(void **state)
+{
+	struct fixture *f = *state;
+
+	expect_errors(f,
+		      "load = { mod1 }\n"
+		      "\n"
+		      "mod1 \"a b\" {\n"
+		      "  name = \"x\"\n"
+		      "}\n",
+		      "%s:3: mod1: the title 'a b' is not 1 to 64 letters, "
+		      "digits and - _ . : @ +\n");
+	expect_errors(f,
+		      "load = { mod1 }\n"
+		      "mod1 \"\" {\n"
+		      "  name = \"x\"\n"
+		      "}\n",
+		      "%s:2: mod1: the title '' is not 1 to 64 letters, "
+		      "digits and - _ . : @ +\n");
+	expect_errors(
+		f,
+		"load = { mod1 }\n"
+		"mod1 \"q:1@b.c+d_e-f\" {\n"
+		"  name = \"x\"\n"
+		"  speed = 0\n"
+		"}\n",
+		"%s:4: mod1 'q:1@b.c+d_e-f': speed 0 is out of range (1 to "
+		"9)\n");
+}
+
 /* A required option is reported at the section's line. */
 static void
 test_file_required(void **state)
@@ -1031,6 +1078,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test_setup_teardown(test_file_unique, setup, teardown),
 	cmocka_unit_test_setup_teardown(test_file_good, setup, teardown),
 	cmocka_unit_test(test_parse_hostport_without_port),
+	cmocka_unit_test_setup_teardown(test_file_titles, setup, teardown),
 };
 
 /* Known bugs in lib/ (see tests/unit/CMakeLists.txt). */

@@ -94,6 +94,9 @@ fake_abort(struct keel_instance *in)
 	note("A(%s%s)", keel_instance_name(in), "");
 }
 
+/* Set: remove drains (keel_instance_removed later, from the test). */
+static int slow_remove;
+
 static void
 fake_remove(struct keel_instance *in, unsigned int flags)
 {
@@ -106,7 +109,8 @@ fake_remove(struct keel_instance *in, unsigned int flags)
 		objects--;
 	}
 	keel_instance_set_data(in, NULL);
-	keel_instance_removed(in);
+	if (!slow_remove || (flags & KEEL_REMOVE_NOW))
+		keel_instance_removed(in);
 }
 
 static const struct keel_module_desc fake = {
@@ -387,6 +391,45 @@ test_remove_and_rename(void **state)
 }
 
 /*
+ * A section renamed back while its old instance still drains: two
+ * instances share the title; the new one runs, the draining one's status
+ * keys stay apart, and it goes when it has drained.
+ */
+static void
+test_title_back_while_draining(void **state)
+{
+	struct fixture *f = *state;
+	struct keel_instance *old, *in;
+	struct keel_status *st;
+	const char *text;
+	size_t len;
+
+	expect_ok(f, "load = { fake }\nfake a {\n  device = a\n}\n", 0,
+		  "P(a,new,rate,device)C(a)");
+	old = instance(f, "a");
+	slow_remove = 1;
+	expect_ok(f, "load = { fake }\nfake b {\n  device = a\n}\n", 0,
+		  "P(b,new,rate,device)C(b)R(a)");
+	expect_ok(f, "load = { fake }\nfake a {\n  device = a\n}\n", 0,
+		  "P(a,new,rate,device)C(a)R(b)");
+	in = instance(f, "a");
+	assert_ptr_not_equal(in, old);
+	assert_int_equal(old->state, INSTANCE_REMOVING);
+	st = status_new();
+	assert_non_null(st);
+	module_status(&f->k, st);
+	text = status_text(st, &len);
+	assert_non_null(strstr(text, "fake.a (removing).removing: yes\n"));
+	assert_null(strstr(text, "fake.a.removing"));
+	status_free(st);
+	slow_remove = 0;
+	/* The drain ends: only the running one is left. */
+	keel_instance_removed(old);
+	keel_instance_removed(instance(f, "b"));
+	assert_string_equal(titles(f), "a");
+}
+
+/*
  * A prepare that fails: every prepared instance (the failing one too) is
  * aborted, nothing running changes, the error names FILE:LINE of the
  * option.
@@ -477,9 +520,15 @@ test_bad_file(void **state)
 #define FT(t) cmocka_unit_test_setup_teardown(t, setup, teardown)
 
 static const struct CMUnitTest tests[] = {
-	FT(test_check_only), FT(test_new_and_unchanged), FT(test_inplace),
-	FT(test_recreate),   FT(test_remove_and_rename), FT(test_prepare_fails),
+	FT(test_check_only),
+	FT(test_new_and_unchanged),
+	FT(test_inplace),
+	FT(test_recreate),
+	FT(test_remove_and_rename),
+	FT(test_prepare_fails),
 	FT(test_bad_file),
+	cmocka_unit_test_setup_teardown(test_title_back_while_draining, setup,
+					teardown),
 };
 
 UNIT_MAIN_ALL("reload", tests)

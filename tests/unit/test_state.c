@@ -62,6 +62,26 @@ test_write_read(void **state)
 	assert_int_equal(errno, ENOENT);
 }
 
+/* A status larger than a configuration may be (1 MiB) is still read. */
+static void
+test_read_large(void **state)
+{
+	struct fixture *f = *state;
+	size_t n = (size_t)3 << 20, i;
+	char *text = malloc(n + 1), *got;
+
+	assert_non_null(text);
+	for (i = 0; i < n; i++)
+		text[i] = (i % 64 == 63) ? '\n' : 'x';
+	text[n] = '\0';
+	assert_int_equal(state_write(f->path, text, n), 0);
+	got = state_read(f->path);
+	assert_non_null(got);
+	assert_int_equal(strlen(got), n);
+	free(got);
+	free(text);
+}
+
 /* A shorter new state replaces the old one entirely. */
 static void
 test_overwrite_shorter(void **state)
@@ -271,6 +291,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(test_get_exact),
 	cmocka_unit_test(test_get_no_partial_match),
 	cmocka_unit_test(test_get_first_wins),
+	cmocka_unit_test_setup_teardown(test_read_large, setup, teardown),
 };
 
 static const struct CMUnitTest known_bugs[] = {
