@@ -1424,6 +1424,42 @@ config_convert(struct keel *k, struct config *c, cfg_t *cfg, struct errbuf *eb)
 	return bad ? -1 : 0;
 }
 
+#ifdef KEEL_CONFUSE_INCLUDE_STACK
+/*
+ * libconfuse 3.2 and 3.3 keep the stack of included files in these
+ * globals of their lexer (src/lexer.l), exported by the library.
+ */
+extern struct {
+	FILE *fp;
+	char *filename;
+	unsigned int line;
+} cfg_include_stack[];
+extern int cfg_include_stack_ptr;
+void cfg_scan_fp_end(void);
+#endif
+
+/*
+ * After a parse: unwind what libconfuse leaves behind when an error stops
+ * it inside an included file — the included file open, the includer's
+ * name, one lexer buffer per level. Left there, ten rejected reloads made
+ * every later include fail ("includes nested too deeply") until restart,
+ * and LeakSanitizer reported the buffers (TRAPS.md).
+ */
+static void
+config_lexer_reset(void)
+{
+#ifdef KEEL_CONFUSE_INCLUDE_STACK
+	while (cfg_include_stack_ptr > 0) {
+		cfg_include_stack_ptr--;
+		fclose(cfg_include_stack[cfg_include_stack_ptr].fp);
+		free(cfg_include_stack[cfg_include_stack_ptr].filename);
+		cfg_include_stack[cfg_include_stack_ptr].fp = NULL;
+		cfg_include_stack[cfg_include_stack_ptr].filename = NULL;
+		cfg_scan_fp_end();
+	}
+#endif
+}
+
 /* The parse itself, for config_load. */
 static cfg_t *
 config_parse(struct keel *k, struct config *c, struct errbuf *eb)
@@ -1471,6 +1507,7 @@ config_parse(struct keel *k, struct config *c, struct errbuf *eb)
 	}
 	before = eb->count;
 	rc = cfg_parse_fp(cfg, fp);
+	config_lexer_reset();
 	fclose(fp);
 	free(text);
 	/* Wrong values were reported as they were read (all of them). */

@@ -161,6 +161,31 @@ class Reload(unittest.TestCase):
         self.assertNotEqual(rc, 0)
         self.assertIn(inc + ":4: heartbeat 'z': interval 0 is out of range (0.001 to 86400)", err)
 
+    def test_rejected_includes_leave_nothing_behind(self):
+        # libconfuse keeps its include stack and lexer buffers after an
+        # error inside an included file: after ten such reloads every
+        # include used to fail ("includes nested too deeply").
+        inc = os.path.join(self.k.dir, "inc.conf")
+        bad = ['heartbeat b {\n  message = "B"\n  bogus = 1\n}\n',
+               'heartbeat a {\n  message = "dup"\n}\n',
+               'heartbeat b {\n  = 3\n}\n',
+               'include("inc.conf")\n']
+        self.k.write(HEARTBEAT % ("old message", 0.2) + 'include("inc.conf")\n')
+        for n in range(12):
+            with open(inc, "w") as f:
+                f.write(bad[n % len(bad)])
+            rc, out, err = self.k.ctl("reload")
+            self.assertNotEqual(rc, 0)
+            self.assertNotIn("nested too deeply", err if n % 4 != 3 else "")
+        with open(inc, "w") as f:
+            f.write('heartbeat b {\n  message = "from the include"\n  interval = 0.1\n}\n')
+        rc, out, err = self.k.ctl("reload")
+        self.assertEqual(rc, 0, err)
+        self.k.wait_log("heartbeat: b: from the include")
+        # -t says the same as the daemon, and the daemon still runs.
+        self.assertEqual(self.k.check()[0], 0)
+        self.assertTrue(self.k.alive())
+
     def test_removed_and_added_sections(self):
         self.k.write(HEARTBEAT.replace("heartbeat a", "heartbeat b") % ("from b", 0.2))
         self.assertEqual(self.k.ctl("reload")[0], 0)
