@@ -229,6 +229,64 @@ keel_log(int level, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* Milliseconds of a cheap monotonic clock (vDSO: no system call). */
+static uint64_t
+log_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/*
+ * Spend one line of @rl's budget. @return 1 when the line may be written;
+ * then *@suppressed is the count to report first (0: none).
+ */
+int
+log_limit_take(struct keel_ratelimit *rl, unsigned long *suppressed)
+{
+	uint64_t now = log_now_ms();
+	uint64_t window =
+		rl->interval > 0 ? (uint64_t)(rl->interval * 1000) : 0;
+
+	*suppressed = 0;
+	if (rl->start_ms == 0 || now - rl->start_ms >= window) {
+		*suppressed = rl->suppressed;
+		rl->start_ms = now != 0 ? now : 1;
+		rl->count = 0;
+		rl->suppressed = 0;
+	}
+	if (rl->count >= rl->burst) {
+		rl->suppressed++;
+		/* Not lost: reported with the next line let through. */
+		rl->suppressed += *suppressed;
+		*suppressed = 0;
+		return 0;
+	}
+	rl->count++;
+	return 1;
+}
+
+/* keel_log within a budget. */
+int
+keel_log_limit(struct keel_ratelimit *rl, int level, const char *fmt, ...)
+{
+	unsigned long suppressed;
+	va_list ap;
+
+	if (!keel_log_enabled(level))
+		return 0;
+	if (rl != NULL && !log_limit_take(rl, &suppressed))
+		return 0;
+	if (rl != NULL && suppressed > 0)
+		keel_log(level, "%lu similar messages suppressed", suppressed);
+	va_start(ap, fmt);
+	keel_vlog(level, fmt, ap);
+	va_end(ap);
+	return 1;
+}
+
 /* Log with ": strerror(errno)" appended. */
 static void
 log_vwarn(int level, const char *fmt, va_list ap)

@@ -607,6 +607,27 @@ module_vlog(const char *name, const char *title, int level, const char *fmt,
 		keel_log(level, "%s: %s", name, msg);
 }
 
+/* keel_module_log within a budget. */
+int
+keel_module_log_limit(struct keel_module *m, struct keel_ratelimit *rl,
+		      int level, const char *fmt, ...)
+{
+	unsigned long suppressed;
+	va_list ap;
+
+	if (!keel_log_enabled(level))
+		return 0;
+	if (rl != NULL && !log_limit_take(rl, &suppressed))
+		return 0;
+	if (rl != NULL && suppressed > 0)
+		keel_log(level, "%s: %lu similar messages suppressed", m->name,
+			 suppressed);
+	va_start(ap, fmt);
+	module_vlog(m->name, NULL, level, fmt, ap);
+	va_end(ap);
+	return 1;
+}
+
 /* Log with the module's name as prefix. */
 void
 keel_module_log(struct keel_module *m, int level, const char *fmt, ...)

@@ -38,6 +38,7 @@
 #define KEEL_MODULE_H
 
 #include <keel/export.h>
+#include <keel/log.h>
 #include <keel/metrics.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -253,6 +254,12 @@ KEEL_EXPORT void *keel_module_data(const struct keel_module *m);
 /** Log with the module's name as prefix. */
 KEEL_EXPORT void keel_module_log(struct keel_module *m, int level,
 				 const char *fmt, ...) KEEL_PRINTF(3, 4);
+
+/** keel_module_log() within the budget @p rl (see keel_log_limit()).
+ * @return 1 when written. */
+KEEL_EXPORT int keel_module_log_limit(struct keel_module *m,
+				      struct keel_ratelimit *rl, int level,
+				      const char *fmt, ...) KEEL_PRINTF(4, 5);
 
 /** @return the instance's module. */
 KEEL_EXPORT struct keel_module *keel_instance_module(

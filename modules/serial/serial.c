@@ -22,6 +22,8 @@
 
 #define SERIAL_DRAIN_MAX  5.0    /* seconds a removed port may take to drain */
 #define LISTEN_PAUSE_USEC 200000 /* listener pause when out of fds */
+#define CLIENT_LOG_WINDOW 10.0   /* seconds; client lines per port ... */
+#define CLIENT_LOG_BURST  20     /* ... at most this many per window */
 #define MIB               (1024.0 * 1024)
 
 enum when_full { FULL_REFUSE, FULL_KICK_OLDEST };
@@ -133,6 +135,10 @@ struct port {
 	int removing;              /* draining after removal */
 	struct event *drain_timer;
 	struct keel_metric *mt[M_COUNT];
+	/* Client events are triggered from outside: a budget of log lines
+	 * per port (the counts are in the metrics). */
+	struct keel_ratelimit rl;
+	int out_of_fds; /* accept fails for lack of descriptors: said once */
 };
 
 static void port_maybe_done(struct port *p);
@@ -196,8 +202,8 @@ client_free(struct client *cl, const char *why)
 		}
 	p->nclients--;
 	keel_metric_set(p->mt[M_CLIENTS], p->nclients);
-	keel_module_log(p->m, KEEL_LOG_INFO, "%s: client %s %s", p->name,
-			cl->peer, why);
+	keel_module_log_limit(p->m, &p->rl, KEEL_LOG_INFO, "%s: client %s %s",
+			      p->name, cl->peer, why);
 	client_release(cl);
 	/* It may have been the full one holding the device back. */
 	port_resume_device(p);
@@ -307,9 +313,9 @@ client_write_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (evbuffer_get_length(cl->out) <= p->c->client_buffer / 2) {
 		if (cl->lagging)
-			keel_module_log(p->m, KEEL_LOG_INFO,
-					"%s: client %s caught up", p->name,
-					cl->peer);
+			keel_module_log_limit(p->m, &p->rl, KEEL_LOG_INFO,
+					      "%s: client %s caught up",
+					      p->name, cl->peer);
 		cl->lagging = 0;
 		port_resume_device(p);
 	}
@@ -382,6 +388,12 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 
 	(void)lev;
 	(void)salen;
+	if (p->out_of_fds) {
+		p->out_of_fds = 0;
+		keel_module_log(p->m, KEEL_LOG_INFO,
+				"%s: accepting again (descriptors free)",
+				p->name);
+	}
 	if (evutil_inet_ntop(
 		    sa->sa_family,
 		    sa->sa_family == AF_INET6
@@ -392,8 +404,8 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 	if (p->nclients >= p->c->max_clients) {
 		if (p->c->when_full == FULL_REFUSE || p->clients == NULL) {
 			keel_metric_add(p->mt[M_REFUSED], 1);
-			keel_module_log(
-				p->m, KEEL_LOG_INFO,
+			keel_module_log_limit(
+				p->m, &p->rl, KEEL_LOG_INFO,
 				"%s: refusing %s: max-clients (%ld) reached",
 				p->name, host, p->c->max_clients);
 			close(fd);
@@ -438,9 +450,9 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 	p->nclients++;
 	keel_metric_set(p->mt[M_CLIENTS], p->nclients);
 	keel_metric_add(p->mt[M_ACCEPTED], 1);
-	keel_module_log(p->m, KEEL_LOG_INFO,
-			"%s: client %s connected (%ld of %ld)", p->name,
-			cl->peer, p->nclients, p->c->max_clients);
+	keel_module_log_limit(p->m, &p->rl, KEEL_LOG_INFO,
+			      "%s: client %s connected (%ld of %ld)", p->name,
+			      cl->peer, p->nclients, p->c->max_clients);
 }
 
 /* The pause after EMFILE is over: accept again. */
@@ -467,16 +479,20 @@ accept_error_cb(struct evconnlistener *lev, void *arg)
 	struct timeval tv = { 0, LISTEN_PAUSE_USEC };
 
 	if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
-		if (!evtimer_pending(p->lev_pause, NULL))
-			keel_module_log(p->m, KEEL_LOG_WARNING,
-					"%s: accept: %s; pausing the listener",
-					p->name, strerror(err));
+		/* Once per episode: it ends when a client is accepted. */
+		if (!p->out_of_fds)
+			keel_module_log(
+				p->m, KEEL_LOG_WARNING,
+				"%s: accept: %s; pausing the listener (retried every %d ms, said once)",
+				p->name, strerror(err),
+				LISTEN_PAUSE_USEC / 1000);
+		p->out_of_fds = 1;
 		evconnlistener_disable(lev);
 		evtimer_add(p->lev_pause, &tv);
 		return;
 	}
-	keel_module_log(p->m, KEEL_LOG_DEBUG, "%s: accept: %s", p->name,
-			strerror(err));
+	keel_module_log_limit(p->m, &p->rl, KEEL_LOG_DEBUG, "%s: accept: %s",
+			      p->name, strerror(err));
 }
 
 /* Attach a bound socket as the port's listener. */
@@ -548,8 +564,8 @@ dev_data_cb(struct keel_serial *s, struct evbuffer *in, void *arg)
 				continue;
 			}
 			if (!cl->lagging)
-				keel_module_log(
-					p->m, KEEL_LOG_INFO,
+				keel_module_log_limit(
+					p->m, &p->rl, KEEL_LOG_INFO,
 					"%s: client %s too slow: dropping its data until it catches up",
 					p->name, cl->peer);
 			cl->lagging = 1;
@@ -594,8 +610,8 @@ port_stall_cb(evutil_socket_t fd, short what, void *arg)
 				    "disconnected (stalled for stall-timeout)");
 			continue;
 		}
-		keel_module_log(
-			p->m, KEEL_LOG_INFO,
+		keel_module_log_limit(
+			p->m, &p->rl, KEEL_LOG_INFO,
 			"%s: client %s stalled for %gs: dropping its data until it catches up",
 			p->name, cl->peer, p->c->stall_timeout);
 		cl->lagging = 1;
@@ -826,6 +842,8 @@ port_new(struct keel_instance *in, const struct port_conf *c, int fd)
 		return NULL;
 	}
 	p->in = in;
+	p->rl = (struct keel_ratelimit)KEEL_RATELIMIT(CLIENT_LOG_WINDOW,
+						      CLIENT_LOG_BURST);
 	p->m = keel_instance_module(in);
 	p->name = keel_instance_name(in);
 	p->c = c;

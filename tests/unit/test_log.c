@@ -171,6 +171,50 @@ test_below_level_not_written(void **state)
 	free(text);
 }
 
+/* The number of times @needle occurs in @hay. */
+static int
+count_of(const char *hay, const char *needle)
+{
+	int n = 0;
+
+	for (; (hay = strstr(hay, needle)) != NULL; hay++)
+		n++;
+	return n;
+}
+
+/*
+ * A rate limit lets @burst lines through per window, counts the rest, and
+ * reports the count with the first line of a later window.
+ */
+static void
+test_ratelimit(void **state)
+{
+	struct fixture *f = *state;
+	struct keel_ratelimit rl = KEEL_RATELIMIT(0.3, 3);
+	struct timespec nap = { 0, 350 * 1000000L };
+	char *text;
+	int i, written = 0;
+
+	log_to(f->path, KEEL_LOG_INFO);
+	for (i = 0; i < 100; i++)
+		written += keel_log_limit(&rl, KEEL_LOG_INFO, "flood %d", i);
+	assert_int_equal(written, 3);
+	/* Below the level: neither written nor counted. */
+	assert_int_equal(keel_log_limit(&rl, KEEL_LOG_DEBUG, "quiet"), 0);
+	nanosleep(&nap, NULL);
+	assert_int_equal(keel_log_limit(&rl, KEEL_LOG_INFO, "after"), 1);
+	text = content(f->path);
+	assert_int_equal(count_of(text, ": flood "), 3);
+	assert_non_null(strstr(text, ": 97 similar messages suppressed\n"));
+	assert_true(strstr(text, "97 similar") < strstr(text, ": after\n"));
+	assert_null(strstr(text, "quiet"));
+	free(text);
+	/* No limit at all with NULL. */
+	for (i = 0; i < 50; i++)
+		written += keel_log_limit(NULL, KEEL_LOG_INFO, "free %d", i);
+	assert_int_equal(written, 53);
+}
+
 /* log_warn appends errno's text and leaves errno as it was. */
 static void
 test_warn_appends_errno(void **state)
@@ -353,6 +397,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test_setup_teardown(test_long_message_one_line, setup,
 					teardown),
 	cmocka_unit_test_setup_teardown(test_fatalx_exits, setup, teardown),
+	cmocka_unit_test_setup_teardown(test_ratelimit, setup, teardown),
 };
 
 static const struct CMUnitTest known_bugs[] = {
