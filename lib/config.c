@@ -411,6 +411,7 @@ config_scan_text(const char *file, const char *text, size_t len,
 				continue;
 			}
 		}
+		sc->tokens++;
 		if (in_load && depth == 1 &&
 		    (cur.type == T_WORD || cur.type == T_STRING) &&
 		    scan_add_load(sc, &cur) == -1) {
@@ -1477,6 +1478,7 @@ config_parse(struct keel *k, struct config *c, struct errbuf *eb)
 		text; /* cleaned in place: the scan reads ahead */
 	rc = config_scan_text(path, text, len, config_ctx.scan, eb);
 	config_ctx.scan->clean = NULL;
+	c->empty = rc == 0 && c->scan.tokens == 0;
 	/*
 	 * `load` first: a section of a module that is missing is then
 	 * reported as the missing module, not as an unknown option.

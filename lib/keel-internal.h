@@ -73,6 +73,7 @@ struct config_scan {
 	struct config_opt_pos *root; /* top-level options */
 	size_t nroot;
 	struct keel_list load; /* the top-level `load`, as written */
+	size_t tokens;         /* words, strings and signs seen */
 	char *pidfile;         /* top-level pidfile = "..." if seen */
 	char *statefile;       /* top-level state-file = "..." if seen */
 	/* If set by the caller: receives the text with comments blanked
@@ -125,6 +126,7 @@ struct config {
 	size_t nsecs, capsecs;
 	struct keel_module *modules; /* the registry it was converted for */
 	struct config_scan scan;     /* where everything is written */
+	int empty; /* the main file holds only blanks and comments */
 };
 struct config *config_load(struct keel *k, const char *path, struct errbuf *eb);
 void config_free(struct config *c);

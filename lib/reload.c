@@ -327,8 +327,22 @@ reload_transaction(struct keel *k, struct config *c, unsigned int flags,
 	struct keel_module *m;
 	struct keel_core old;
 
-	if (c == NULL)
+	if (c == NULL) {
 		c = config_load(k, k->config_path, eb);
+		/*
+		 * A reload of a file with nothing in it would stop every
+		 * module: almost always a truncated write by an editor or a
+		 * tool. Stopping everything on purpose says `load = {}`.
+		 */
+		if (c != NULL && c->empty) {
+			errbuf_add(
+				eb,
+				"%s: the file is empty (only blanks or comments): refused on reload; to stop every module, write load = {}",
+				c->path);
+			config_free(c);
+			return -1;
+		}
+	}
 	if (c == NULL)
 		return -1;
 	if (reload_prepare_core(k, c, eb) == -1) {

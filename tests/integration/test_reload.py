@@ -186,6 +186,26 @@ class Reload(unittest.TestCase):
         self.assertEqual(self.k.check()[0], 0)
         self.assertTrue(self.k.alive())
 
+    def test_empty_file_is_refused_on_reload(self):
+        # A truncated write would otherwise stop every module.
+        # (A file without pidfile and state-file cannot even be used by -s
+        # to find the daemon: SIGHUP it is, as an editor's save would be.)
+        for n, text in enumerate(("", "\n  \n", "# all commented out\n// too\n/* and */\n")):
+            self.k.write(text, raw=True)
+            mark = len(self.k.log())
+            self.k.kill(signal.SIGHUP)
+            self.k.wait_log(re.escape(self.k.conf) + ": the file is empty \\(only blanks or "
+                            "comments\\): refused on reload; to stop every module, "
+                            "write load = \\{\\}", after=mark)
+            wait_for(lambda: self.k.state().get("reload-done") == str(n + 1), what="done")
+            self.assertEqual(self.k.generation(), 1)
+            self.k.wait_log("heartbeat: a: old message", after=mark)
+        # Stopping everything on purpose is said so.
+        self.k.write("load = {}\n")
+        rc, out, err = self.k.ctl("reload")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("modules: \n", self.k.ctl("status")[1])
+
     def test_removed_and_added_sections(self):
         self.k.write(HEARTBEAT.replace("heartbeat a", "heartbeat b") % ("from b", 0.2))
         self.assertEqual(self.k.ctl("reload")[0], 0)
