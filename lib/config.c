@@ -1523,6 +1523,48 @@ config_parse(struct keel *k, struct config *c, struct errbuf *eb)
 }
 
 /*
+ * Warn when someone besides root and the daemon's owner could change what
+ * the daemon runs: the file or its directory writable by a group or by
+ * others (a sticky directory excepted), or owned by another user.
+ */
+static void
+config_warn_perms(const char *path)
+{
+	char *dir = strdup(path), *slash;
+	struct stat st;
+
+	if (stat(path, &st) == 0) {
+		if (st.st_mode & (S_IWGRP | S_IWOTH))
+			log_warnx("configuration %s is writable by %s (mode "
+				  "%04o): whoever can write it controls %s",
+				  path,
+				  (st.st_mode & S_IWOTH) ? "anyone"
+							 : "its group",
+				  (unsigned)(st.st_mode & 07777), log_ident());
+		else if (st.st_uid != 0 && st.st_uid != geteuid())
+			log_warnx("configuration %s is owned by uid %u, not "
+				  "by root or uid %u: whoever owns it controls "
+				  "%s",
+				  path, (unsigned)st.st_uid,
+				  (unsigned)geteuid(), log_ident());
+	}
+	slash = dir != NULL ? strrchr(dir, '/') : NULL;
+	if (slash != NULL && slash != dir) {
+		*slash = '\0';
+		if (stat(dir, &st) == 0 && (st.st_mode & (S_IWGRP | S_IWOTH)) &&
+		    !(st.st_mode & S_ISVTX))
+			log_warnx("the directory of the configuration, %s, is "
+				  "writable by %s (mode %04o): whoever can "
+				  "write it can replace the file",
+				  dir,
+				  (st.st_mode & S_IWOTH) ? "anyone"
+							 : "its group",
+				  (unsigned)(st.st_mode & 07777));
+	}
+	free(dir);
+}
+
+/*
  * Parse @path into a new configuration: pre-scan, libconfuse, then every
  * value converted and checked. NULL, with every error in @eb, on failure.
  * libconfuse's tree is freed before this returns.
@@ -1539,6 +1581,7 @@ config_load(struct keel *k, const char *path, struct errbuf *eb)
 		errbuf_add(eb, "%s: out of memory", path);
 		return NULL;
 	}
+	config_warn_perms(path);
 	config_includes_free();
 	config_ctx.scan = &c->scan;
 	config_ctx.eb = eb;

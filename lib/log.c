@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <syslog.h>
 #include <time.h>
@@ -75,12 +76,68 @@ log_level_name(int level)
 	return log_names[level];
 }
 
+/*
+ * Open a log file safely for a daemon that starts as root: never through a
+ * symbolic link (whoever can write the directory could point it at any
+ * file), only a regular file with one name, and never in a directory that
+ * others may write without the sticky bit. @create: O_CREAT. @return the
+ * fd, or -1 with errno and the reason in @why.
+ */
+int
+log_open_safe(const char *path, int create, char *why, size_t whylen)
+{
+	char *dir = strdup(path), *slash;
+	struct stat st;
+	int fd;
+
+	slash = dir != NULL ? strrchr(dir, '/') : NULL;
+	if (slash != NULL) {
+		*slash = '\0';
+		if (stat(slash == dir ? "/" : dir, &st) == 0 &&
+		    (st.st_mode & S_IWOTH) && !(st.st_mode & S_ISVTX)) {
+			snprintf(why, whylen,
+				 "its directory %s is writable by anyone (mode "
+				 "%04o, no sticky bit): refused",
+				 slash == dir ? "/" : dir,
+				 (unsigned)(st.st_mode & 07777));
+			free(dir);
+			errno = EPERM;
+			return -1;
+		}
+	}
+	free(dir);
+	fd = open(path,
+		  O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW |
+			  O_NONBLOCK | (create ? O_CREAT : 0),
+		  0640);
+	if (fd == -1) {
+		int e = errno;
+
+		snprintf(why, whylen, "%s",
+			 e == ELOOP ? "it is a symbolic link: refused"
+				    : strerror(e));
+		errno = e;
+		return -1;
+	}
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) || st.st_nlink > 1) {
+		snprintf(why, whylen, "%s",
+			 st.st_nlink > 1 && S_ISREG(st.st_mode)
+				 ? "it has other names (hard links): refused"
+				 : "not a regular file: refused");
+		close(fd);
+		errno = EPERM;
+		return -1;
+	}
+	/* Blocking writes, as before: a regular file does not block. */
+	fcntl(fd, F_SETFL, O_WRONLY | O_APPEND);
+	return fd;
+}
+
 /* Open the log file of the current target. */
 static int
-log_open_file(const char *path)
+log_open_file(const char *path, char *why, size_t whylen)
 {
-	return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY,
-		    0640);
+	return log_open_safe(path, 1, why, whylen);
 }
 
 /*
@@ -98,11 +155,13 @@ log_configure(const char *target, int level, struct errbuf *eb)
 	else if (strcmp(target, "stderr") == 0)
 		kind = LOG_TO_STDERR;
 	else {
+		char why[256];
+
 		kind = LOG_TO_FILE;
-		fd = log_open_file(target);
+		fd = log_open_file(target, why, sizeof(why));
 		if (fd == -1) {
 			errbuf_add(eb, "cannot open log file %s: %s", target,
-				   strerror(errno));
+				   why);
 			return -1;
 		}
 	}
@@ -134,13 +193,14 @@ log_set_level(int level)
 void
 log_reopen(void)
 {
+	char why[256];
 	int fd;
 
 	if (log_state.kind != LOG_TO_FILE)
 		return;
-	fd = log_open_file(log_state.path);
+	fd = log_open_file(log_state.path, why, sizeof(why));
 	if (fd == -1) {
-		log_warn("cannot reopen log file %s", log_state.path);
+		log_warnx("cannot reopen log file %s: %s", log_state.path, why);
 		return;
 	}
 	close(log_state.fd);

@@ -19,6 +19,7 @@ static int
 reload_prepare_core(struct keel *k, const struct config *c, struct errbuf *eb)
 {
 	const char *target = c->core.log;
+	char why[256];
 	int fd;
 
 	(void)k;
@@ -26,7 +27,7 @@ reload_prepare_core(struct keel *k, const struct config *c, struct errbuf *eb)
 	    strcmp(target, log_target()) == 0)
 		return 0;
 	/* Check without creating anything: -t must leave no trace. */
-	fd = open(target, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY);
+	fd = log_open_safe(target, 0, why, sizeof(why));
 	if (fd != -1) {
 		close(fd);
 		return 0;
@@ -48,8 +49,7 @@ reload_prepare_core(struct keel *k, const struct config *c, struct errbuf *eb)
 		free(dir);
 		return ok ? 0 : -1;
 	}
-	errbuf_add(eb, "%s: log: cannot open %s: %s", c->path, target,
-		   strerror(errno));
+	errbuf_add(eb, "%s: log: cannot open %s: %s", c->path, target, why);
 	return -1;
 }
 

@@ -48,6 +48,63 @@ class Instances(unittest.TestCase):
             self.assertIn("is a symbolic link", r.stderr)
             self.assertEqual(k.read(target), "precious\n")
 
+    def test_log_file_symlink_is_refused(self):
+        # The packaged log directory is writable by the service user, who
+        # could plant keeld.log -> /any/file for root keeld to append to.
+        with Keeld(HEARTBEAT % ("one", 0.2)) as k:
+            target = os.path.join(k.dir, "victim")
+            with open(target, "w") as f:
+                f.write("precious\n")
+            os.symlink(target, k.logfile)
+            r = subprocess.run(k.argv("-n"), capture_output=True, text=True, timeout=10)
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("log: cannot open %s: it is a symbolic link: refused"
+                          % k.logfile, r.stderr)
+            self.assertEqual(k.read(target), "precious\n")
+            # -t says the same, without touching anything.
+            rc, out, err = k.check()
+            self.assertNotEqual(rc, 0)
+            self.assertIn("log: cannot open %s: it is a symbolic link: refused" % k.logfile, err)
+            # A hard link to another file is refused too.
+            os.unlink(k.logfile)
+            os.link(target, k.logfile)
+            r = subprocess.run(k.argv("-n"), capture_output=True, text=True, timeout=10)
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("it has other names (hard links): refused", r.stderr)
+            self.assertEqual(k.read(target), "precious\n")
+
+    def test_log_directory_writable_by_anyone_is_refused(self):
+        with Keeld(HEARTBEAT % ("one", 0.2)) as k:
+            d = os.path.join(k.dir, "open")
+            os.mkdir(d)
+            os.chmod(d, 0o777)
+            k.logfile = os.path.join(d, "keeld.log")
+            k.write(HEARTBEAT % ("one", 0.2))
+            r = subprocess.run(k.argv("-n"), capture_output=True, text=True, timeout=10)
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("its directory %s is writable by anyone (mode 0777, no sticky bit)" % d,
+                          r.stderr)
+            self.assertFalse(os.path.exists(k.logfile))
+            # With the sticky bit (as /tmp) others cannot replace the file.
+            os.chmod(d, 0o1777)
+            k.start()
+            k.wait_log("heartbeat: a: one")
+
+    def test_configuration_writable_by_others_is_warned_about(self):
+        with Keeld(HEARTBEAT % ("one", 0.2)) as k:
+            os.chmod(k.conf, 0o666)
+            rc, out, err = k.check()
+            self.assertEqual(rc, 0, err)
+            self.assertIn("configuration %s is writable by anyone (mode 0666)" % k.conf, err)
+            os.chmod(k.conf, 0o644)
+            os.chmod(k.dir, 0o775)
+            rc, out, err = k.check()
+            self.assertIn("the directory of the configuration, %s, is writable by its group"
+                          % k.dir, err)
+            os.chmod(k.dir, 0o755)
+            rc, out, err = k.check()
+            self.assertNotIn("writable", err)
+
     def test_relative_pidfile_is_made_absolute(self):
         with Keeld(HEARTBEAT % ("one", 0.2)) as k:
             r = subprocess.run(k.argv("-p", "rel.pid"), capture_output=True, text=True,
