@@ -18,6 +18,7 @@
 
 /* What the parse under way reports to and records; parsing is not reentrant. */
 #define CONFIG_MAX_INCLUDES 64
+#define CONFIG_MAX_CURSORS  32
 
 static struct {
 	struct errbuf *eb;
@@ -28,6 +29,16 @@ static struct {
 	char *inc_name[CONFIG_MAX_INCLUDES]; /* "/proc/self/fd/N" */
 	char *inc_path[CONFIG_MAX_INCLUDES]; /* the real file */
 	int ninc;
+	/* The title of the section being parsed (libconfuse has none). */
+	cfg_t *root;
+	cfg_t *title_cs;
+	const char *title;
+	struct {
+		const char *name; /* the module's */
+		long index;       /* of the last section of that name found */
+		size_t found, next;
+	} cursor[CONFIG_MAX_CURSORS];
+	int ncursor;
 } config_ctx;
 
 /* The name to show for a file libconfuse parsed (maps include memfds). */
@@ -348,6 +359,20 @@ config_scan_text(const char *file, const char *text, size_t len,
 				}
 				if (name->type == T_WORD)
 					section = (int)sc->nsecs - 1;
+				/*
+				 * libconfuse looks for a duplicate of every
+				 * title among all before it (16,000 sections:
+				 * 128 million comparisons): it is given
+				 * `name {` and keel takes the titles from
+				 * here, in the same order.
+				 */
+				if (name->type == T_WORD && title != NULL) {
+					const char *q;
+
+					for (q = title->start;
+					     q < title->start + title->len; q++)
+						scan_blank(sc, text, q);
+				}
 				if (name->type == T_WORD)
 					snprintf(open_name[depth],
 						 sizeof(open_name[depth]),
@@ -754,6 +779,50 @@ config_table_of(cfg_t *cs, const char *name, const struct keel_module **mod)
 }
 
 /*
+ * The title of section @cs of module @name while libconfuse parses it: the
+ * last section of that name so far, i.e. the Nth of that name in the
+ * pre-scan's order. A cursor per module makes it O(1) amortised.
+ */
+static const char *
+config_current_title(cfg_t *cs, const char *name)
+{
+	const struct config_scan *sc = config_ctx.scan;
+	unsigned int n;
+	int i;
+
+	if (cs == config_ctx.title_cs)
+		return config_ctx.title;
+	if (config_ctx.root == NULL || sc == NULL ||
+	    (n = cfg_size(config_ctx.root, name)) == 0)
+		return "";
+	for (i = 0; i < config_ctx.ncursor; i++)
+		if (config_ctx.cursor[i].name == name)
+			break;
+	if (i == config_ctx.ncursor) {
+		if (i == CONFIG_MAX_CURSORS)
+			return "";
+		config_ctx.cursor[i].name = name;
+		config_ctx.cursor[i].index = -1;
+		config_ctx.cursor[i].found = config_ctx.cursor[i].next = 0;
+		config_ctx.ncursor++;
+	}
+	while (config_ctx.cursor[i].index < (long)n - 1 &&
+	       config_ctx.cursor[i].next < sc->nsecs) {
+		size_t p = config_ctx.cursor[i].next++;
+
+		if (strcmp(sc->secs[p].name, name) == 0) {
+			config_ctx.cursor[i].index++;
+			config_ctx.cursor[i].found = p;
+		}
+	}
+	if (config_ctx.cursor[i].index != (long)n - 1)
+		return "";
+	config_ctx.title_cs = cs;
+	config_ctx.title = sc->secs[config_ctx.cursor[i].found].title;
+	return config_ctx.title;
+}
+
+/*
  * libconfuse calls this for every value as it is set, at its own line: an
  * option written twice is checked twice (only the last one is kept). A
  * wrong value is reported with `FILE:LINE:` and the parse goes on, so that
@@ -777,7 +846,7 @@ config_validate_value(cfg_t *cs, cfg_opt_t *opt)
 		return 0; /* converted again after the parse */
 	if (m != NULL && m->desc->section == KEEL_SECTION_TITLED)
 		snprintf(where, sizeof(where), "%s '%s': ", m->name,
-			 cfg_title(cs) != NULL ? cfg_title(cs) : "");
+			 config_current_title(cs, m->name));
 	else if (m != NULL)
 		snprintf(where, sizeof(where), "%s: ", m->name);
 	/* A list is checked whole, a scalar as it is set. */
@@ -868,12 +937,10 @@ config_new(struct keel *k)
 		if (config_module_schema(m) == -1)
 			break;
 		{
-			cfg_opt_t sec[] = { CFG_SEC(
-				(char *)m->name, (cfg_opt_t *)m->cfg_opts,
-				CFGF_MULTI | CFGF_NO_TITLE_DUPES |
-					(m->desc->section == KEEL_SECTION_TITLED
-						 ? CFGF_TITLE
-						 : 0)) };
+			/* Titles are taken out before libconfuse parses. */
+			cfg_opt_t sec[] = { CFG_SEC((char *)m->name,
+						    (cfg_opt_t *)m->cfg_opts,
+						    CFGF_MULTI) };
 
 			opts[i++] = sec[0];
 		}
@@ -1101,43 +1168,6 @@ config_unique(struct config *c, struct errbuf *eb)
 	return bad ? -1 : 0;
 }
 
-/* The recorded position of section @name @title. */
-static const struct config_section_pos *
-config_find_pos(const struct config_scan *sc, const char *name,
-		const char *title)
-{
-	size_t i;
-
-	for (i = 0; i < sc->nsecs; i++)
-		if (strcmp(sc->secs[i].name, name) == 0 &&
-		    strcmp(sc->secs[i].title, title) == 0)
-			return &sc->secs[i];
-	return NULL;
-}
-
-/*
- * The position of the next section @name @title: libconfuse gives a
- * module's sections in the order of the files, as the pre-scan recorded
- * them, so a cursor finds each in one step (a thousand ports would cost a
- * million comparisons by search); anything unexpected falls back to it.
- */
-static const struct config_section_pos *
-config_next_pos(const struct config_scan *sc, const char *name,
-		const char *title, size_t *cursor)
-{
-	size_t i;
-
-	for (i = *cursor; i < sc->nsecs; i++) {
-		if (strcmp(sc->secs[i].name, name) != 0)
-			continue;
-		if (strcmp(sc->secs[i].title, title) != 0)
-			break;
-		*cursor = i + 1;
-		return &sc->secs[i];
-	}
-	return config_find_pos(sc, name, title);
-}
-
 /* Non-zero when @core lists module @name in `load`. */
 int
 core_loads(const struct keel_core *core, const char *name)
@@ -1262,59 +1292,105 @@ config_add_section(struct config *c, struct keel_module *m, const char *title,
 	return sec->conf != NULL ? 0 : -1;
 }
 
+/* Order section positions by title, then by place (first one first). */
+static int
+config_pos_cmp(const void *a, const void *b)
+{
+	const struct config_section_pos *const *x = a, *const *y = b;
+	int d = strcmp((*x)->title, (*y)->title);
+
+	if (d != 0)
+		return d;
+	return *x < *y ? -1 : *x > *y;
+}
+
 /* Convert every section of module @m; checks of the whole file. */
 static int
 config_convert_module(struct config *c, struct keel_module *m, cfg_t *cfg,
 		      struct errbuf *eb)
 {
 	unsigned int n = cfg_size(cfg, m->name), i;
-	size_t cursor = 0;
+	const struct config_section_pos **pos, **byname;
+	size_t s, k = 0;
 	int bad = 0;
 
-	if (n > 0 && !config_loads(c, m->name)) {
-		cfg_t *cs = cfg_getnsec(cfg, m->name, 0);
-		const struct config_section_pos *pos = config_find_pos(
-			&c->scan, m->name,
-			cfg_title(cs) != NULL ? cfg_title(cs) : "");
-
+	/* A single section that is not written runs with its defaults. */
+	if (n == 0)
+		return m->desc->section == KEEL_SECTION_SINGLE &&
+				       config_loads(c, m->name)
+			       ? config_add_section(c, m, "", NULL, NULL, eb)
+			       : 0;
+	/*
+	 * libconfuse gives a module's sections in the order of the files, as
+	 * the pre-scan met them: the titles (taken out of the text libconfuse
+	 * parsed) and the positions come from there.
+	 */
+	pos = calloc(2 * (size_t)n, sizeof(const struct config_section_pos *));
+	if (pos == NULL) {
+		errbuf_add(eb, "%s: out of memory", c->path);
+		return -1;
+	}
+	for (s = 0; s < c->scan.nsecs && k < n; s++)
+		if (strcmp(c->scan.secs[s].name, m->name) == 0)
+			pos[k++] = &c->scan.secs[s];
+	if (k != n) {
+		errbuf_add(eb, "%s: %u sections '%s' parsed, %zu seen", c->path,
+			   n, m->name, k);
+		free(pos);
+		return -1;
+	}
+	if (!config_loads(c, m->name)) {
 		errbuf_add(
 			eb,
 			"%s:%d: section '%s' belongs to module '%s', which is not in load",
-			pos != NULL ? pos->file : c->path,
-			pos != NULL ? pos->line : 0, m->name, m->name);
+			pos[0]->file, pos[0]->line, m->name, m->name);
+		free(pos);
 		return -1;
 	}
 	if (m->desc->section == KEEL_SECTION_SINGLE && n > 1) {
-		const struct config_section_pos *pos =
-			config_find_pos(&c->scan, m->name, "");
-		size_t s, seen = 0;
-
-		/* The second occurrence is the one to point at. */
-		for (s = 0; s < c->scan.nsecs; s++)
-			if (strcmp(c->scan.secs[s].name, m->name) == 0 &&
-			    ++seen == 2)
-				pos = &c->scan.secs[s];
 		errbuf_add(eb, "%s:%d: section '%s' may appear only once",
-			   pos != NULL ? pos->file : c->path,
-			   pos != NULL ? pos->line : 0, m->name);
+			   pos[1]->file, pos[1]->line, m->name);
+		free(pos);
 		return -1;
 	}
-	if (!config_loads(c, m->name))
-		return 0;
 	for (i = 0; i < n; i++) {
-		cfg_t *cs = cfg_getnsec(cfg, m->name, i);
-		const char *title = cfg_title(cs) != NULL ? cfg_title(cs) : "";
+		const char *title = pos[i]->title;
 
-		if (config_add_section(
-			    c, m, title, cs,
-			    config_next_pos(&c->scan, m->name, title, &cursor),
-			    eb) == -1)
+		if (m->desc->section == KEEL_SECTION_TITLED &&
+		    title[0] == '\0') {
+			errbuf_add(eb,
+				   "%s:%d: section '%s' needs a title (%s "
+				   "TITLE { ... })",
+				   pos[i]->file, pos[i]->line, m->name,
+				   m->name);
 			bad = 1;
+		} else if (m->desc->section == KEEL_SECTION_SINGLE &&
+			   title[0] != '\0') {
+			errbuf_add(eb, "%s:%d: section '%s' takes no title",
+				   pos[i]->file, pos[i]->line, m->name);
+			bad = 1;
+		} else if (config_add_section(c, m, title,
+					      cfg_getnsec(cfg, m->name, i),
+					      pos[i], eb) == -1) {
+			bad = 1;
+		}
 	}
-	/* A single section that is not written runs with its defaults. */
-	if (n == 0 && m->desc->section == KEEL_SECTION_SINGLE &&
-	    config_add_section(c, m, "", NULL, NULL, eb) == -1)
-		bad = 1;
+	/* Each title once: sorted, a duplicate is next to its first. */
+	byname = pos + n;
+	memcpy(byname, pos, n * sizeof(const struct config_section_pos *));
+	qsort(byname, n, sizeof(const struct config_section_pos *),
+	      config_pos_cmp);
+	for (i = 1; !bad && i < n; i++)
+		if (strcmp(byname[i]->title, byname[i - 1]->title) == 0) {
+			errbuf_add(eb,
+				   "%s:%d: %s '%s' is defined twice (first at "
+				   "%s:%d)",
+				   byname[i]->file, byname[i]->line, m->name,
+				   byname[i]->title, byname[i - 1]->file,
+				   byname[i - 1]->line);
+			bad = 1;
+		}
+	free(pos);
 	return bad ? -1 : 0;
 }
 
@@ -1508,7 +1584,11 @@ config_parse(struct keel *k, struct config *c, struct errbuf *eb)
 		return NULL;
 	}
 	before = eb->count;
+	config_ctx.root = cfg;
+	config_ctx.title_cs = NULL;
+	config_ctx.ncursor = 0;
 	rc = cfg_parse_fp(cfg, fp);
+	config_ctx.root = NULL;
 	config_lexer_reset();
 	fclose(fp);
 	free(text);

@@ -209,6 +209,8 @@ struct keel_instance {
 	struct keel_instance *successor; /* re-created as */
 	int in_hook, gone;
 	int stopping_now; /* module_stop has removed it */
+	size_t order;     /* its section's place in the configuration */
+	size_t pos;       /* its place in the list, while sorting */
 	void *data, *plan;
 	struct keel_metric *metrics;
 	const struct config *cfg; /* during a transaction */

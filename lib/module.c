@@ -425,7 +425,7 @@ module_stopped(struct keel_module *m)
 void
 module_stop(struct keel_module *m, unsigned int flags)
 {
-	struct keel_instance *in;
+	struct keel_instance *in, *next;
 
 	if (m->state == MODULE_IDLE)
 		return;
@@ -433,9 +433,21 @@ module_stop(struct keel_module *m, unsigned int flags)
 		log_debug("module %s: stopping", m->name);
 	m->state = MODULE_STOPPING;
 	/*
-	 * From the head again after each removal: a remove hook may finish
-	 * (and free) other draining instances of the module.
+	 * Running ones first: a remove hook may free draining instances,
+	 * never a running one, so the next running one is safe to go on
+	 * from. Then, for a forced stop, the draining ones, from the head
+	 * again after each (there are few).
 	 */
+	for (in = m->instances; in != NULL; in = next) {
+		for (next = in->next;
+		     next != NULL && next->state != INSTANCE_RUNNING;
+		     next = next->next)
+			;
+		if (in->state == INSTANCE_RUNNING) {
+			in->stopping_now = 1;
+			instance_remove(in, flags);
+		}
+	}
 	for (;;) {
 		for (in = m->instances; in != NULL; in = in->next)
 			if (!in->stopping_now &&
@@ -492,11 +504,14 @@ module_order(struct keel *k, const struct config *c)
 
 /* ---- instances ---- */
 
-/* A new, proposed instance at the end of @m's list. */
+/*
+ * A new, proposed instance at the head of @m's list (in O(1): the commit
+ * puts the list back in the order of the file).
+ */
 struct keel_instance *
 instance_new(struct keel_module *m, const char *title)
 {
-	struct keel_instance *in = calloc(1, sizeof(*in)), **tail;
+	struct keel_instance *in = calloc(1, sizeof(*in));
 
 	if (in == NULL || (in->title = strdup(title)) == NULL) {
 		free(in);
@@ -504,9 +519,8 @@ instance_new(struct keel_module *m, const char *title)
 	}
 	in->m = m;
 	in->state = INSTANCE_PROPOSED;
-	for (tail = &m->instances; *tail != NULL; tail = &(*tail)->next)
-		;
-	*tail = in;
+	in->next = m->instances;
+	m->instances = in;
 	return in;
 }
 

@@ -77,7 +77,7 @@ class Reload(unittest.TestCase):
         self.reject(HEARTBEAT % ("x", 0.2) + 'include("nowhere.conf")\n', r"nowhere.conf.*No such file")
 
     def test_duplicate_section_title(self):
-        self.reject(HEARTBEAT % ("x", 0.2) + HEARTBEAT % ("y", 0.3), r"duplicate title 'a'")
+        self.reject(HEARTBEAT % ("x", 0.2) + HEARTBEAT % ("y", 0.3), r"heartbeat 'a' is defined twice \(first at .*:7\)")
 
     def test_section_of_a_module_not_loaded(self):
         self.k.write(HEARTBEAT % ("x", 0.2), modules=())

@@ -944,8 +944,8 @@ test_file_titles(void **state)
 		      "mod1 \"\" {\n"
 		      "  name = \"x\"\n"
 		      "}\n",
-		      "%s:2: mod1: the title '' is not 1 to 64 letters, "
-		      "digits and - _ . : @ +\n");
+		      "%s:2: section 'mod1' needs a title (mod1 TITLE { ... "
+		      "})\n");
 	expect_errors(
 		f,
 		"load = { mod1 }\n"
