@@ -7,7 +7,6 @@
  */
 #include "keel-internal.h"
 
-#include <event2/buffer.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -207,26 +206,87 @@ keel_status_pop(struct keel_status *st)
 	status_append(st, STATUS_POP, NULL);
 }
 
+/* The text being rendered: one buffer that doubles as it fills. */
+struct status_out {
+	char *buf;
+	size_t len, cap;
+	int failed;
+};
+
+/* Append @n bytes. */
+static void
+status_put(struct status_out *o, const char *s, size_t n)
+{
+	if (o->failed)
+		return;
+	if (o->len + n + 1 > o->cap) {
+		size_t cap = o->cap != 0 ? o->cap : 4096;
+		char *grown;
+
+		while (o->len + n + 1 > cap)
+			cap *= 2;
+		grown = realloc(o->buf, cap);
+		if (grown == NULL) {
+			o->failed = 1;
+			return;
+		}
+		o->buf = grown;
+		o->cap = cap;
+	}
+	memcpy(o->buf + o->len, s, n);
+	o->len += n;
+}
+
+/* Append a string. */
+static void
+status_puts(struct status_out *o, const char *s)
+{
+	status_put(o, s, strlen(s));
+}
+
+/* Append an unsigned number (no printf: a status of a thousand ports has
+ * tens of thousands of them). */
+static void
+status_putu(struct status_out *o, uint64_t v)
+{
+	char digits[24];
+	size_t n = sizeof(digits);
+
+	do {
+		digits[--n] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	status_put(o, digits + n, sizeof(digits) - n);
+}
+
 /* Render one value. */
 static void
-status_value(struct evbuffer *out, const struct status_entry *e)
+status_value(struct status_out *o, const struct status_entry *e)
 {
+	char buf[40];
+
 	switch (e->type) {
 	case STATUS_STR:
-		evbuffer_add_printf(out, "%s", e->v.s != NULL ? e->v.s : "");
+		status_puts(o, e->v.s != NULL ? e->v.s : "");
 		break;
 	case STATUS_INT:
 	case STATUS_TIME:
-		evbuffer_add_printf(out, "%" PRId64, e->v.i);
+		if (e->v.i < 0) {
+			status_put(o, "-", 1);
+			status_putu(o, (uint64_t)0 - (uint64_t)e->v.i);
+		} else {
+			status_putu(o, (uint64_t)e->v.i);
+		}
 		break;
 	case STATUS_UINT:
-		evbuffer_add_printf(out, "%" PRIu64, e->v.u);
+		status_putu(o, e->v.u);
 		break;
 	case STATUS_DOUBLE:
-		evbuffer_add_printf(out, "%.15g", e->v.d);
+		snprintf(buf, sizeof(buf), "%.15g", e->v.d);
+		status_puts(o, buf);
 		break;
 	case STATUS_BOOL:
-		evbuffer_add_printf(out, "%s", e->v.i ? "yes" : "no");
+		status_puts(o, e->v.i ? "yes" : "no");
 		break;
 	default:
 		break;
@@ -242,13 +302,11 @@ const char *
 status_text(struct keel_status *st, size_t *len)
 {
 	const char *path[STATUS_MAX_DEPTH];
-	struct evbuffer *out = evbuffer_new();
-	size_t i, n;
+	struct status_out o = { NULL, 0, 0, 0 };
+	size_t i;
 	int depth = 0, d;
 
 	*len = 0;
-	if (out == NULL)
-		return "";
 	for (i = 0; i < st->n; i++) {
 		const struct status_entry *e = &st->e[i];
 
@@ -264,22 +322,23 @@ status_text(struct keel_status *st, size_t *len)
 			continue;
 		}
 		for (d = 0; d < depth && d < STATUS_MAX_DEPTH; d++)
-			if (path[d][0] != '\0')
-				evbuffer_add_printf(out, "%s.", path[d]);
-		evbuffer_add_printf(out, "%s: ", e->key != NULL ? e->key : "");
-		status_value(out, e);
-		evbuffer_add(out, "\n", 1);
+			if (path[d][0] != '\0') {
+				status_puts(&o, path[d]);
+				status_put(&o, ".", 1);
+			}
+		status_puts(&o, e->key != NULL ? e->key : "");
+		status_put(&o, ": ", 2);
+		status_value(&o, e);
+		status_put(&o, "\n", 1);
 	}
-	n = evbuffer_get_length(out);
-	free(st->text);
-	st->text = malloc(n + 1);
-	if (st->text == NULL) {
-		evbuffer_free(out);
+	status_put(&o, "", 0);
+	if (o.failed || o.buf == NULL) {
+		free(o.buf);
 		return "";
 	}
-	evbuffer_remove(out, st->text, n);
-	st->text[n] = '\0';
-	evbuffer_free(out);
-	*len = n;
+	o.buf[o.len] = '\0';
+	free(st->text);
+	st->text = o.buf;
+	*len = o.len;
 	return st->text;
 }
