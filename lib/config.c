@@ -177,6 +177,45 @@ scan_add_option(struct config_scan *sc, const char *file,
 	return 0;
 }
 
+/*
+ * Count what `${VAR}` or `${VAR:-default}` at @p will expand to, and refuse
+ * a file whose expansions pass CONFIG_MAX_EXPANSION in all (a 100 kB
+ * variable used 5,000 times made libconfuse take 1.3 GB and 32 s).
+ */
+static int
+scan_expansion(struct config_scan *sc, const char *file, int line,
+	       const char *p, const char *end, struct errbuf *eb)
+{
+	const char *close = memchr(p, '}', (size_t)(end - p)), *dflt, *val;
+	char name[256];
+	size_t nlen, add;
+
+	if (close == NULL)
+		return 0; /* reported as not closed where it matters */
+	dflt = memchr(p + 2, ':', (size_t)(close - (p + 2)));
+	if (dflt != NULL && (dflt + 1 >= close || dflt[1] != '-'))
+		dflt = NULL;
+	nlen = (size_t)((dflt != NULL ? dflt : close) - (p + 2));
+	if (nlen >= sizeof(name))
+		nlen = sizeof(name) - 1;
+	memcpy(name, p + 2, nlen);
+	name[nlen] = '\0';
+	val = getenv(name);
+	if ((val == NULL || *val == '\0') && dflt != NULL)
+		add = (size_t)(close - (dflt + 2));
+	else
+		add = val != NULL ? strlen(val) : 0;
+	sc->expanded += add;
+	if (sc->expanded > CONFIG_MAX_EXPANSION) {
+		errbuf_add(eb,
+			   "%s:%d: ${%s} (%zu bytes) makes the expanded "
+			   "configuration larger than %d bytes",
+			   file, line, name, add, CONFIG_MAX_EXPANSION);
+		return -1;
+	}
+	return 0;
+}
+
 /* Forget the modules of an earlier `load` (the last one counts). */
 static void
 scan_clear_load(struct config_scan *sc)
@@ -310,6 +349,13 @@ config_scan_text(const char *file, const char *text, size_t len,
 					p++;
 				if (*p == '\n')
 					line++;
+				/* libconfuse expands ${VAR} in double quotes.
+				 */
+				if (c == '"' && *p == '$' && p + 1 < end &&
+				    p[1] == '{' &&
+				    scan_expansion(sc, file, line, p, end,
+						   eb) == -1)
+					return -1;
 				p++;
 			}
 			if (p >= end) {
@@ -425,6 +471,9 @@ config_scan_text(const char *file, const char *text, size_t len,
 							file, line);
 						return -1;
 					}
+					if (scan_expansion(sc, file, line, p,
+							   end, eb) == -1)
+						return -1;
 					p = close;
 				}
 				p++;

@@ -51,8 +51,9 @@ __attribute__((noreturn)) void fatal(const char *fmt, ...) KEEL_PRINTF(1, 2);
 __attribute__((noreturn)) void fatalx(const char *fmt, ...) KEEL_PRINTF(1, 2);
 
 /* ---- configuration (config.c) ---- */
-#define CONFIG_MAX_SIZE  (1 << 20)
-#define CONFIG_MAX_DEPTH 32
+#define CONFIG_MAX_SIZE      (1 << 20)
+#define CONFIG_MAX_DEPTH     32
+#define CONFIG_MAX_EXPANSION (4 << 20)
 
 /* Where an option of a section (or of the top level) is written. */
 struct config_opt_pos {
@@ -75,6 +76,7 @@ struct config_scan {
 	size_t nroot;
 	struct keel_list load; /* the top-level `load`, as written */
 	size_t tokens;         /* words, strings and signs seen */
+	size_t expanded;       /* bytes ${VAR} will expand to, in all */
 	char *pidfile;         /* top-level pidfile = "..." if seen */
 	char *statefile;       /* top-level state-file = "..." if seen */
 	/* If set by the caller: receives the text with comments blanked
