@@ -329,7 +329,8 @@ enum keel_stopping {
 	STOP_FREEING,  /* past the loop: stops are not drains to report */
 };
 
-#define KEEL_NSIG_MAX 16
+#define KEEL_NSIG_MAX   16
+#define KEEL_FD_RESERVE 64 /* descriptors kept from peers */
 struct keel {
 	struct keel_options opt;
 	const struct keel_app *app;
@@ -361,6 +362,7 @@ struct keel {
 	int ready_fd; /* daemonize pipe, -1 when none */
 	int reload_pending;
 	int stop_walking;
+	long fd_ceiling; /* peers' descriptors stay below; -1: no limit */
 	unsigned long dumps;
 };
 

@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/select.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -555,6 +557,30 @@ keel_start_failed(struct keel *k, struct errbuf *eb)
 	return 1;
 }
 
+/*
+ * The highest descriptor a peer may make us use. Above it, descriptors are
+ * kept for control, reloads, the state file and logs (when clients took
+ * every fd, -s status, -s reload and log reopening all failed), and under
+ * libevent's select backend nothing may reach FD_SETSIZE (it aborts).
+ */
+static void
+keel_fd_ceiling(struct keel *k)
+{
+	struct rlimit rl;
+	long limit = -1;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+		limit = (long)rl.rlim_cur;
+	if (strcmp(event_base_get_method(k->base), "select") == 0 &&
+	    (limit == -1 || limit > FD_SETSIZE))
+		limit = FD_SETSIZE;
+	k->fd_ceiling = limit == -1 ? -1 : limit - KEEL_FD_RESERVE;
+	if (limit != -1 && k->fd_ceiling < limit / 2)
+		k->fd_ceiling = limit / 2;
+	log_debug("descriptors: peers may use up to %ld, %ld kept back",
+		  k->fd_ceiling, limit - k->fd_ceiling);
+}
+
 /* Create the base and everything on it. */
 static int
 keel_setup_loop(struct keel *k, struct errbuf *eb)
@@ -566,6 +592,7 @@ keel_setup_loop(struct keel *k, struct errbuf *eb)
 		errbuf_add(eb, "cannot create the event base");
 		return -1;
 	}
+	keel_fd_ceiling(k);
 	k->reload_ev = event_new(k->base, -1, 0, keel_reload_cb, k);
 	k->stop_timer = evtimer_new(k->base, keel_stop_timeout_cb, k);
 	if (k->reload_ev == NULL || k->stop_timer == NULL ||

@@ -584,6 +584,13 @@ keel_module_base(struct keel_module *m)
 	return m->k->base;
 }
 
+/* May a peer's descriptor be kept? */
+int
+keel_module_fd_ok(struct keel_module *m, int fd)
+{
+	return m->k->fd_ceiling < 0 || fd < m->k->fd_ceiling;
+}
+
 /* The module's name. */
 const char *
 keel_module_name(const struct keel_module *m)

@@ -242,6 +242,14 @@ KEEL_EXPORT struct timeval keel_timeval(double seconds);
 /** @return the event base every event of the module must live on. */
 KEEL_EXPORT struct event_base *keel_module_base(struct keel_module *m);
 
+/**
+ * @return non-zero when a descriptor a peer made us open (an accepted
+ * connection) may be kept: the framework keeps the highest descriptors for
+ * control, reloads and logs, and under libevent's select backend below
+ * FD_SETSIZE. Close it (and count it) when this returns 0.
+ */
+KEEL_EXPORT int keel_module_fd_ok(struct keel_module *m, int fd);
+
 /** @return the module's name. */
 KEEL_EXPORT const char *keel_module_name(const struct keel_module *m);
 

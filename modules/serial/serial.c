@@ -401,6 +401,15 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 			    : (void *)&((struct sockaddr_in *)sa)->sin_addr,
 		    host, sizeof(host)) == NULL)
 		snprintf(host, sizeof(host), "?");
+	if (!keel_module_fd_ok(p->m, fd)) {
+		keel_metric_add(p->mt[M_REFUSED], 1);
+		keel_module_log_limit(
+			p->m, &p->rl, KEEL_LOG_WARNING,
+			"%s: refusing %s: out of descriptors (the last ones are kept for control and logs)",
+			p->name, host);
+		close(fd);
+		return;
+	}
 	if (p->nclients >= p->c->max_clients) {
 		if (p->c->when_full == FULL_REFUSE || p->clients == NULL) {
 			keel_metric_add(p->mt[M_REFUSED], 1);

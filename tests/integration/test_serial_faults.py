@@ -8,6 +8,7 @@ machine's real serial devices are never opened.
 """
 import fcntl
 import os
+import resource
 import re
 import select
 import signal
@@ -603,14 +604,18 @@ def wait_for_quiet(pred, timeout):
 
 
 class OutOfFds(SerialCase):
-    """8. EMFILE: the listener pauses instead of spinning, then serves again."""
+    """8. EMFILE: the listener pauses instead of spinning, then serves again;
+    peers never take the descriptors kept for control, reloads and logs."""
 
     LIMIT = 40
 
     def test_listener_pauses_and_recovers(self):
-        k = self.keeld([("a", "dev0", {"max-clients": 1000})],
-                       prefix=["prlimit", "--nofile=%d:%d" % (self.LIMIT, self.LIMIT)])
+        # The limit is lowered under the running daemon, below the ceiling
+        # it computed at start: accept(2) itself fails with EMFILE.
+        k = self.keeld([("a", "dev0", {"max-clients": 1000})])
         self.wait_open("a")
+        subprocess.run(["prlimit", "--pid", str(k.pid),
+                        "--nofile=%d:%d" % (self.LIMIT, self.LIMIT)], check=True, timeout=10)
         with open("/proc/%d/limits" % k.pid) as f:
             self.assertRegex(f.read(), r"Max open files\s+%d\s+%d" % (self.LIMIT, self.LIMIT))
         keep = [self.connect("a", expect_clients=n) for n in (1, 2, 3)]
@@ -645,6 +650,56 @@ class OutOfFds(SerialCase):
             self.assertEqual(recv_exact(s, 4), b"back")
         fresh.sendall(b"up")
         self.assertEqual(read_master(self.pty["a"].master, 2), b"up")
+
+
+class FdReserve(SerialCase):
+    """Clients cannot take the descriptors control, reloads and logs need."""
+
+    LIMIT = 128
+
+    def test_control_and_reload_work_when_clients_took_every_fd(self):
+        k = self.keeld([("a", "dev0", {"max-clients": 1000})],
+                       prefix=["prlimit", "--nofile=%d:%d" % (self.LIMIT, self.LIMIT)])
+        self.wait_open("a")
+        socks = []
+        for _ in range(self.LIMIT + 20):
+            s = socket.create_connection(("127.0.0.1", self.port["a"]), timeout=5)
+            socks.append(s)
+            self.addCleanup(s.close)
+        # Clients above the ceiling were refused; the daemon answers.
+        st = self.wait_status("a", lambda s: s["refused_total"] > 0, timeout=10,
+                              what="clients refused for lack of descriptors")
+        self.assertLessEqual(st["clients"], self.LIMIT - 64)
+        self.assertGreater(st["clients"], 0)
+        k.write(k.read(k.conf).replace("max-clients = 1000", "max-clients = 999"), raw=True)
+        rc, out, err = k.ctl("reload")
+        self.assertEqual(rc, 0, err)
+        k.kill(signal.SIGUSR1)
+        k.wait_log("received SIGUSR1: reopening log files")
+        self.assertNotIn("cannot reopen", k.log())
+        self.assertTrue(k.alive())
+
+    def test_select_backend_never_reaches_fd_setsize(self):
+        # libevent's select backend aborts on a descriptor >= FD_SETSIZE.
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard < 2400:
+            self.skipTest("needs 2400 descriptors")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2400), hard))
+        k = self.keeld([("a", "dev0", {"max-clients": 5000})],
+                       env={"EVENT_NOEPOLL": "1", "EVENT_NOPOLL": "1"},
+                       prefix=["prlimit", "--nofile=2048:2048"])
+        self.wait_open("a")
+        socks = []
+        for _ in range(1100):
+            s = socket.create_connection(("127.0.0.1", self.port["a"]), timeout=5)
+            socks.append(s)
+            self.addCleanup(s.close)
+        st = self.wait_status("a", lambda s: s["refused_total"] > 0, timeout=20,
+                              what="clients refused below FD_SETSIZE")
+        self.assertLess(st["clients"], 1024)
+        self.assertTrue(k.alive())
+        os.write(self.pty["a"].master, b"still")
+        self.assertEqual(recv_exact(socks[0], 5), b"still")
 
 
 class LogFlood(SerialCase):
