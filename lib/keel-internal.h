@@ -34,7 +34,7 @@ void errbuf_clear(struct errbuf *eb);
 void log_init(const char *ident, int level);
 const char *log_ident(void);
 int log_open_safe(const char *path, int create, char *why, size_t whylen);
-int log_limit_take(struct keel_ratelimit *rl, unsigned long *suppressed);
+int log_limit_begin(struct keel_ratelimit *rl, int level, const char *prefix);
 int log_level_parse(const char *name);
 const char *log_level_name(int level);
 int log_configure(const char *target, int level, struct errbuf *eb);

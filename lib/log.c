@@ -303,7 +303,7 @@ log_now_ms(void)
  * Spend one line of @rl's budget. @return 1 when the line may be written;
  * then *@suppressed is the count to report first (0: none).
  */
-int
+static int
 log_limit_take(struct keel_ratelimit *rl, unsigned long *suppressed)
 {
 	uint64_t now = log_now_ms();
@@ -328,19 +328,35 @@ log_limit_take(struct keel_ratelimit *rl, unsigned long *suppressed)
 	return 1;
 }
 
+/*
+ * Whether a line at @level within @rl (NULL: no budget) may be written;
+ * the count of lines suppressed before it is written first, after @prefix.
+ */
+int
+log_limit_begin(struct keel_ratelimit *rl, int level, const char *prefix)
+{
+	unsigned long suppressed;
+
+	if (!keel_log_enabled(level))
+		return 0;
+	if (rl == NULL)
+		return 1;
+	if (!log_limit_take(rl, &suppressed))
+		return 0;
+	if (suppressed > 0)
+		keel_log(level, "%s%lu similar messages suppressed", prefix,
+			 suppressed);
+	return 1;
+}
+
 /* keel_log within a budget. */
 int
 keel_log_limit(struct keel_ratelimit *rl, int level, const char *fmt, ...)
 {
-	unsigned long suppressed;
 	va_list ap;
 
-	if (!keel_log_enabled(level))
+	if (!log_limit_begin(rl, level, ""))
 		return 0;
-	if (rl != NULL && !log_limit_take(rl, &suppressed))
-		return 0;
-	if (rl != NULL && suppressed > 0)
-		keel_log(level, "%lu similar messages suppressed", suppressed);
 	va_start(ap, fmt);
 	keel_vlog(level, fmt, ap);
 	va_end(ap);

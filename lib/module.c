@@ -633,16 +633,12 @@ int
 keel_module_log_limit(struct keel_module *m, struct keel_ratelimit *rl,
 		      int level, const char *fmt, ...)
 {
-	unsigned long suppressed;
+	char prefix[80];
 	va_list ap;
 
-	if (!keel_log_enabled(level))
+	snprintf(prefix, sizeof(prefix), "%s: ", m->name);
+	if (!log_limit_begin(rl, level, prefix))
 		return 0;
-	if (rl != NULL && !log_limit_take(rl, &suppressed))
-		return 0;
-	if (rl != NULL && suppressed > 0)
-		keel_log(level, "%s: %lu similar messages suppressed", m->name,
-			 suppressed);
 	va_start(ap, fmt);
 	module_vlog(m->name, NULL, level, fmt, ap);
 	va_end(ap);
