@@ -571,9 +571,19 @@ keel_fd_ceiling(struct keel *k)
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
 		limit = (long)rl.rlim_cur;
+	/*
+	 * libevent's select backend aborts the process on a descriptor of
+	 * FD_SETSIZE or more: lower the limit itself, so that such an open
+	 * fails with EMFILE (a device waits and retries) instead.
+	 */
 	if (strcmp(event_base_get_method(k->base), "select") == 0 &&
-	    (limit == -1 || limit > FD_SETSIZE))
+	    (limit == -1 || limit > FD_SETSIZE)) {
 		limit = FD_SETSIZE;
+		rl.rlim_cur = FD_SETSIZE;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+			log_info("select backend: at most %d descriptors",
+				 FD_SETSIZE);
+	}
 	k->fd_ceiling = limit == -1 ? -1 : limit - KEEL_FD_RESERVE;
 	if (limit != -1 && k->fd_ceiling < limit / 2)
 		k->fd_ceiling = limit / 2;
