@@ -20,6 +20,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#define SERIAL_LOG_WINDOW  10.0 /* seconds; device lines per port ... */
+#define SERIAL_LOG_BURST   20   /* ... at most this many per window */
 #define SERIAL_READ_MAX    ((size_t)64 * 1024) /* gathered per read callback */
 #define SERIAL_JITTER      0.2
 #define SERIAL_OPENERS_MAX 32 /* open() threads at once, process-wide */
@@ -43,6 +45,9 @@ struct open_job {
 };
 
 struct keel_serial {
+	/* A device that flaps (a loose USB cable) triggers these lines from
+	 * outside: a budget per port; the counts are in the stats. */
+	struct keel_ratelimit rl;
 	struct event_base *base;
 	struct keel_serial_params p;
 	char *name, *device, *lock_dir;
@@ -595,8 +600,9 @@ static void
 serial_log_failure(struct keel_serial *s, int err)
 {
 	if (s->last_err_logged != err) {
-		log_warnx("serial %s: %s: %s (retrying)", s->name, s->device,
-			  s->why);
+		keel_log_limit(&s->rl, KEEL_LOG_WARNING,
+			       "serial %s: %s: %s (retrying)", s->name,
+			       s->device, s->why);
 		s->last_err_logged = err;
 	} else {
 		log_debug("serial %s: %s: %s (retrying)", s->name, s->device,
@@ -631,7 +637,8 @@ static void
 serial_hangup(struct keel_serial *s, const char *why)
 {
 	snprintf(s->why, sizeof(s->why), "%s", why);
-	log_warnx("serial %s: %s: %s; reopening", s->name, s->device, why);
+	keel_log_limit(&s->rl, KEEL_LOG_WARNING, "serial %s: %s: %s; reopening",
+		       s->name, s->device, why);
 	s->stats.hangups++;
 	serial_close_fd(s);
 	s->attempt = 0;
@@ -809,9 +816,9 @@ serial_opened(struct keel_serial *s, int fd)
 		tv = keel_timeval(s->p.idle_timeout);
 		evtimer_add(s->idle_timer, &tv);
 	}
-	log_info("serial %s: %s open (%u %s)", s->name, s->device,
-		 s->p.line.speed,
-		 keel_serial_format_name(&s->p.line, (char[8]){ 0 }, 8));
+	keel_log_limit(&s->rl, KEEL_LOG_INFO, "serial %s: %s open (%u %s)",
+		       s->name, s->device, s->p.line.speed,
+		       keel_serial_format_name(&s->p.line, (char[8]){ 0 }, 8));
 	if (s->cb.opened != NULL)
 		s->cb.opened(s, s->arg);
 	serial_flush(s);
@@ -1025,6 +1032,8 @@ keel_serial_new(struct event_base *base, const struct keel_serial_params *p,
 	s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return NULL;
+	s->rl = (struct keel_ratelimit)KEEL_RATELIMIT(SERIAL_LOG_WINDOW,
+						      SERIAL_LOG_BURST);
 	s->base = base;
 	s->p = *p;
 	s->name = strdup(p->name != NULL ? p->name : p->device);

@@ -105,6 +105,33 @@ class Instances(unittest.TestCase):
             rc, out, err = k.check()
             self.assertNotIn("writable", err)
 
+    def test_full_disk_for_the_log_keeps_serving(self):
+        # The log on a 64 KiB tmpfs that fills up: keeld goes on serving
+        # and answering control; lines that do not fit are dropped.
+        with Keeld(HEARTBEAT % ("x" * 200, 0.005)) as k:
+            d = os.path.join(k.dir, "small")
+            os.mkdir(d)
+            r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", d],
+                               capture_output=True, text=True, timeout=10)
+            if r.returncode != 0:
+                self.skipTest("cannot mount a tmpfs here: " + r.stderr.strip())
+            self.addCleanup(subprocess.run, ["umount", "-l", d], timeout=10)
+            k.logfile = os.path.join(d, "keeld.log")
+            k.write(HEARTBEAT % ("x" * 200, 0.005))
+            k.start()
+            wait_for(lambda: os.statvfs(d).f_bavail == 0, 20, 0.05, what="the log's disk full")
+            time.sleep(0.5)
+            self.assertTrue(k.alive())
+            rc, out, err = k.ctl("status")
+            self.assertEqual(rc, 0, err)
+            self.assertRegex(out, r"heartbeat\.a\.beats_total: [1-9]")
+            k.write(HEARTBEAT % ("y", 0.005))
+            rc, out, err = k.ctl("reload")
+            self.assertEqual(rc, 0, err)
+            k.kill(signal.SIGUSR1)
+            rc, out, err = k.ctl("stop")
+            self.assertEqual(rc, 0, err)
+
     def test_relative_pidfile_is_made_absolute(self):
         with Keeld(HEARTBEAT % ("one", 0.2)) as k:
             r = subprocess.run(k.argv("-p", "rel.pid"), capture_output=True, text=True,
