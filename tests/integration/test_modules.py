@@ -17,6 +17,25 @@ class Modules(unittest.TestCase):
         self.assertIn(expect, err)
         return r.stderr
 
+    def test_the_keel_serial_3_example_runs(self):
+        # tests/modules/tap.c is the example of keel-serial(3), verbatim.
+        with Keeld("", modules=("sim", "tap"), extra_modules=("tap",)) as k:
+            link = os.path.join(k.dir, "gps")
+            k.write('sim gps {\n  link = "%s"\n  mode = "nmea"\n  rate = 20\n}\n'
+                    'tap {\n  device = "%s"\n  speed = 9600\n}\n' % (link, link))
+            k.start()
+            k.wait_log(r"tap: \$GPGGA,")
+            rc, out, err = k.ctl("status")
+            self.assertIn("tap.state: open\n", out)
+            # A new speed is applied in place: no second open.
+            k.write(k.read(k.conf).replace("speed = 9600", "speed = 4800"), raw=True)
+            mark = len(k.log())
+            rc, out, err = k.ctl("reload")
+            self.assertEqual(rc, 0, err)
+            k.wait_log(r"tap: \$GPGGA,", after=mark)
+            self.assertNotIn("open (", k.log()[mark:])
+            self.assertIn("now 4800 8N1 (applied in place)", k.log()[mark:])
+
     def test_wrong_abi_is_refused_naming_the_file(self):
         with Keeld("", modules=("badabi",), extra_modules=("badabi",)) as k:
             err = self.start_fails(k, "module 'badabi' cannot be used: %s/badabi.so: built for module ABI 1, this keeld supports ABI 2" % k.moddir)
