@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * module: two built-in modules side by side in one daemon context, both
  * given instances from one configuration (checked with -t, then for

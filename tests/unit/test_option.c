@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * option: every option type through option_parse (good values stored, bad
  * ones refused with their exact message), option_check_table, option_diff

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * reload: the reconciliation of instances, seen from a fake module that
  * writes down every hook the framework calls: new, unchanged, changed in

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * sig: an application's own signal table on a base; a raised signal runs
  * its action through the one dispatcher and is counted.
