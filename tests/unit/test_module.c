@@ -5,6 +5,7 @@
  * real); descriptors refused with their reason.
  */
 #include "keel-internal.h"
+#include "keelfix.h"
 #include "unit.h"
 
 #include <event2/event.h>
@@ -116,14 +117,7 @@ setup(void **state)
 	struct fixture *f = calloc(1, sizeof(*f));
 
 	assert_non_null(f);
-	f->dir = unit_tmpdir();
-	f->k.app = f->k.opt.app = &app;
-	f->k.opt.foreground = 1;
-	f->k.pidfd = -1;
-	f->k.ready_fd = -1;
-	f->k.config_path = unit_path(f->dir, "moduletest.conf");
-	f->k.base = event_base_new();
-	assert_non_null(f->k.base);
+	f->dir = keelfix_init(&f->k, &app, "moduletest.conf");
 	hooks[0] = '\0';
 	starts = 0;
 	*state = f;
@@ -134,17 +128,9 @@ static int
 teardown(void **state)
 {
 	struct fixture *f = *state;
-	struct keel_module *m;
 
-	for (m = f->k.modules; m != NULL; m = m->next)
-		module_stop(m, KEEL_REMOVE_NOW);
+	keelfix_free(&f->k, f->dir);
 	assert_int_equal(starts, 0);
-	module_unload_all(&f->k);
-	config_core_free(&f->k.core);
-	event_base_free(f->k.base);
-	unit_rmtree(f->dir);
-	free(f->dir);
-	free(f->k.config_path);
 	free(f);
 	return 0;
 }
