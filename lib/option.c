@@ -229,6 +229,60 @@ option_enum_error(const struct keel_option *o, const char *text, char *err,
 					 i > 0 ? "," : "", o->words[i]);
 }
 
+/* Convert a number of any numeric type, check its bounds, store it. */
+static int
+option_number(const struct keel_option *o, const char *text, char *slot,
+	      char *err, size_t errlen)
+{
+	static const char *const what[] = {
+		[KEEL_OPT_INT] = "an integer",
+		[KEEL_OPT_FLOAT] = "a number",
+		[KEEL_OPT_SECONDS] =
+			"a duration (seconds, or with a unit: 500ms, 2s, 5m, 1h, 1d)",
+		[KEEL_OPT_SIZE] =
+			"a size (bytes, or with a unit: 64K, 16M, 1G)",
+	};
+	size_t n = strlen(text), z = 0;
+	double d = 0;
+	long l = 0;
+	int ok;
+
+	errno = 0;
+	switch (o->type) {
+	case KEEL_OPT_INT:
+		l = strtol(text, NULL, 10);
+		ok = n > 0 && option_decimal(text, 0) == n && errno == 0;
+		d = (double)l;
+		break;
+	case KEEL_OPT_FLOAT:
+		d = strtod(text, NULL);
+		ok = n > 0 && option_decimal(text, 1) == n && errno == 0 &&
+		     isfinite(d);
+		break;
+	case KEEL_OPT_SECONDS:
+		ok = option_seconds(text, &d) == 0;
+		break;
+	default:
+		ok = option_size(text, &z) == 0;
+		d = (double)z;
+		break;
+	}
+	if (!ok) {
+		snprintf(err, errlen, "%s '%s' is not %s", o->name, text,
+			 what[o->type]);
+		return -1;
+	}
+	if (option_bounds(o, d, text, err, errlen) == -1)
+		return -1;
+	if (o->type == KEEL_OPT_INT)
+		memcpy(slot, &l, sizeof(l));
+	else if (o->type == KEEL_OPT_SIZE)
+		memcpy(slot, &z, sizeof(z));
+	else
+		memcpy(slot, &d, sizeof(d));
+	return 0;
+}
+
 /*
  * Convert @text into the member of @conf that @o fills (a list gains one
  * element). @return 0, or -1 with the reason in @err (no location).
@@ -237,68 +291,17 @@ int
 option_parse(const struct keel_option *o, const char *text, void *conf,
 	     char *err, size_t errlen)
 {
-	char *slot = (char *)conf + o->offset, *end;
-	double d;
+	char *slot = (char *)conf + o->offset;
 	int i;
 
 	switch (o->type) {
-	case KEEL_OPT_INT: {
-		long v;
-
-		errno = 0;
-		v = strtol(text, &end, 10);
-		if (option_decimal(text, 0) == 0 ||
-		    option_decimal(text, 0) != strlen(text) || errno != 0) {
-			snprintf(err, errlen, "%s '%s' is not an integer",
-				 o->name, text);
-			return -1;
-		}
-		if (option_bounds(o, (double)v, text, err, errlen) == -1)
-			return -1;
-		memcpy(slot, &v, sizeof(v));
-		break;
-	}
+	case KEEL_OPT_INT:
 	case KEEL_OPT_FLOAT:
-		errno = 0;
-		d = strtod(text, &end);
-		if (option_decimal(text, 1) == 0 ||
-		    option_decimal(text, 1) != strlen(text) || errno != 0 ||
-		    !isfinite(d)) {
-			snprintf(err, errlen, "%s '%s' is not a number",
-				 o->name, text);
-			return -1;
-		}
-		if (option_bounds(o, d, text, err, errlen) == -1)
-			return -1;
-		memcpy(slot, &d, sizeof(d));
-		break;
 	case KEEL_OPT_SECONDS:
-		if (option_seconds(text, &d) == -1) {
-			snprintf(
-				err, errlen,
-				"%s '%s' is not a duration (seconds, or with a unit: 500ms, 2s, 5m, 1h, 1d)",
-				o->name, text);
+	case KEEL_OPT_SIZE:
+		if (option_number(o, text, slot, err, errlen) == -1)
 			return -1;
-		}
-		if (option_bounds(o, d, text, err, errlen) == -1)
-			return -1;
-		memcpy(slot, &d, sizeof(d));
 		break;
-	case KEEL_OPT_SIZE: {
-		size_t v;
-
-		if (option_size(text, &v) == -1) {
-			snprintf(
-				err, errlen,
-				"%s '%s' is not a size (bytes, or with a unit: 64K, 16M, 1G)",
-				o->name, text);
-			return -1;
-		}
-		if (option_bounds(o, (double)v, text, err, errlen) == -1)
-			return -1;
-		memcpy(slot, &v, sizeof(v));
-		break;
-	}
 	case KEEL_OPT_BOOL:
 		if (option_bool(text, &i) == -1) {
 			snprintf(err, errlen,
