@@ -23,6 +23,7 @@
 #define SERIAL_LOG_WINDOW  10.0 /* seconds; device lines per port ... */
 #define SERIAL_LOG_BURST   20   /* ... at most this many per window */
 #define SERIAL_READ_MAX    ((size_t)64 * 1024) /* gathered per read callback */
+#define SERIAL_READ_CHUNK  ((size_t)4096)      /* asked of one read() */
 #define SERIAL_JITTER      0.2
 #define SERIAL_OPENERS_MAX 32 /* open() threads at once, process-wide */
 
@@ -689,9 +690,15 @@ serial_write_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
- * The device is readable: gather up to SERIAL_READ_MAX bytes in several
- * reads (a pty gives at most 4095 at a time), hand them over in one piece.
- * 0 or EIO is a hang-up: close at once, or EV_READ fires forever.
+ * The device is readable: one read(). A tty hands out at most what its line
+ * discipline holds (4095 bytes, N_TTY_BUF_SIZE less one), so a short read
+ * means drained, and a read that fills SERIAL_READ_CHUNK is followed by
+ * another, up to SERIAL_READ_MAX. Reading on until EAGAIN cost one failed
+ * read() per wake; the poll is level-triggered, so what arrives later wakes
+ * the loop again. libevent makes the 4 KiB asked an 8 KiB chunk (a power
+ * of two with its header), far below glibc's mmap threshold (128 KiB): no
+ * mmap/munmap per read. 0 or EIO is a hang-up: close at once, or EV_READ
+ * fires forever.
  */
 static void
 serial_read_cb(evutil_socket_t fd, short what, void *arg)
@@ -703,15 +710,17 @@ serial_read_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)what;
 	while (total < SERIAL_READ_MAX) {
-		if (evbuffer_reserve_space(s->in, 16384, &v, 1) < 1)
+		if (evbuffer_reserve_space(s->in, SERIAL_READ_CHUNK, &v, 1) < 1)
 			break;
 		n = read(fd, v.iov_base, v.iov_len);
 		if (n > 0) {
+			size_t asked = v.iov_len;
+
 			v.iov_len = (size_t)n;
 			evbuffer_commit_space(s->in, &v, 1);
-			/* A pty gives at most 4095 bytes a read: a short read
-			 * does not mean empty. Read until EAGAIN or the cap. */
 			total += (size_t)n;
+			if ((size_t)n < asked)
+				break; /* drained */
 			continue;
 		}
 		evbuffer_commit_space(s->in, &v, 0);
@@ -794,7 +803,12 @@ serial_opened(struct keel_serial *s, int fd)
 		goto fail;
 	}
 	s->rd = event_new(s->base, fd, EV_READ | EV_PERSIST, serial_read_cb, s);
-	s->wr = event_new(s->base, fd, EV_WRITE, serial_write_cb, s);
+	/* Persistent: a write event that stays armed while output waits
+	 * costs no epoll_ctl per write (a one-shot is removed and re-added
+	 * around every one). serial_flush deletes it once the queue is empty.
+	 */
+	s->wr = event_new(s->base, fd, EV_WRITE | EV_PERSIST, serial_write_cb,
+			  s);
 	if (s->rd == NULL || s->wr == NULL ||
 	    (!s->read_paused && event_add(s->rd, NULL) == -1)) {
 		snprintf(s->why, sizeof(s->why), "cannot watch the device");

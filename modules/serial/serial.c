@@ -25,6 +25,11 @@
 #define CLIENT_LOG_WINDOW 10.0   /* seconds; client lines per port ... */
 #define CLIENT_LOG_BURST  20     /* ... at most this many per window */
 #define MIB               (1024.0 * 1024)
+/* Asked of one read() of a client, and gathered per read callback. A
+ * chunk is rounded up with libevent's header to 64 KiB: below glibc's mmap
+ * threshold (128 KiB), so a read costs no mmap/munmap pair. */
+#define CLIENT_READ_CHUNK ((size_t)32 * 1024)
+#define CLIENT_READ_MAX   ((size_t)64 * 1024)
 
 enum when_full { FULL_REFUSE, FULL_KICK_OLDEST };
 enum slow_client { SLOW_DROP, SLOW_DISCONNECT };
@@ -242,8 +247,10 @@ client_deliver(struct client *cl)
 }
 
 /*
- * The client sent something: read up to 64 KiB (libevent's bufferevents
- * read 4 KiB a call plus an ioctl: four times the syscalls), then deliver.
+ * The client sent something: read up to CLIENT_READ_MAX (libevent's
+ * bufferevents read 4 KiB a call plus an ioctl: four times the syscalls),
+ * then deliver. A short read means the socket is drained: no read() to
+ * see EAGAIN; the poll is level-triggered and calls again when more comes.
  */
 static void
 client_read_cb(evutil_socket_t fd, short what, void *arg)
@@ -255,17 +262,23 @@ client_read_cb(evutil_socket_t fd, short what, void *arg)
 	char why[128];
 
 	(void)what;
-	while (total < 65536 && evbuffer_get_length(cl->in) < 65536) {
-		if (evbuffer_reserve_space(cl->in, 65536 - total, &v, 1) < 1)
+	while (total < CLIENT_READ_MAX &&
+	       evbuffer_get_length(cl->in) < CLIENT_READ_MAX) {
+		if (evbuffer_reserve_space(cl->in, CLIENT_READ_CHUNK, &v, 1) <
+		    1)
 			break;
 		n = read(fd, v.iov_base, v.iov_len);
 		if (n <= 0) {
 			evbuffer_commit_space(cl->in, &v, 0);
 			break;
 		}
-		v.iov_len = (size_t)n;
-		evbuffer_commit_space(cl->in, &v, 1);
 		total += (size_t)n;
+		if ((size_t)n < v.iov_len) {
+			v.iov_len = (size_t)n;
+			evbuffer_commit_space(cl->in, &v, 1);
+			break; /* drained */
+		}
+		evbuffer_commit_space(cl->in, &v, 1);
 	}
 	if (total > 0) {
 		cl->rx += total;
@@ -281,21 +294,23 @@ client_read_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-/* The client can take more: write what is queued. */
-static void
-client_write_cb(evutil_socket_t fd, short what, void *arg)
+/*
+ * Write what is queued for a client, as much as the socket takes; keep the
+ * (persistent) write event armed only while something is left. Returns -1
+ * when the client was freed.
+ */
+static int
+client_flush(struct client *cl)
 {
-	struct client *cl = arg;
 	struct port *p = cl->p;
 	char why[128];
 	int n;
 
-	(void)what;
-	n = evbuffer_write(cl->out, fd);
+	n = evbuffer_write(cl->out, cl->fd);
 	if (n == -1 && errno != EAGAIN && errno != EINTR) {
 		snprintf(why, sizeof(why), "lost (%s)", strerror(errno));
 		client_free(cl, why);
-		return;
+		return -1;
 	}
 	if (n > 0) {
 		cl->tx += (uint64_t)n;
@@ -308,7 +323,7 @@ client_write_cb(evutil_socket_t fd, short what, void *arg)
 		event_del(cl->wr);
 		if (p->removing) {
 			client_free(cl, "closed (port removed)");
-			return;
+			return -1;
 		}
 	}
 	if (evbuffer_get_length(cl->out) <= p->c->client_buffer / 2) {
@@ -319,6 +334,16 @@ client_write_cb(evutil_socket_t fd, short what, void *arg)
 		cl->lagging = 0;
 		port_resume_device(p);
 	}
+	return 0;
+}
+
+/* The client can take more. */
+static void
+client_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	client_flush(arg);
 }
 
 /* client-timeout: no traffic either way for that long. */
@@ -438,7 +463,7 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 	cl->fd = fd;
 	cl->rd = event_new(keel_module_base(p->m), fd, EV_READ | EV_PERSIST,
 			   client_read_cb, cl);
-	cl->wr = event_new(keel_module_base(p->m), fd, EV_WRITE,
+	cl->wr = event_new(keel_module_base(p->m), fd, EV_WRITE | EV_PERSIST,
 			   client_write_cb, cl);
 	cl->in = evbuffer_new();
 	cl->out = evbuffer_new();
@@ -588,9 +613,11 @@ dev_data_cb(struct keel_serial *s, struct evbuffer *in, void *arg)
 			evbuffer_add_buffer(out, in);
 		else
 			evbuffer_add(out, evbuffer_pullup(in, -1), len);
-		/* Written when the socket is writable: device reads of this
-		 * loop turn go out together. */
-		event_add(cl->wr, NULL);
+		/* Written at once when nothing was waiting (the socket is
+		 * then almost always writable: one write, no epoll_ctl);
+		 * otherwise the armed write event takes it along. */
+		if (!event_pending(cl->wr, EV_WRITE, NULL))
+			client_flush(cl);
 	}
 }
 

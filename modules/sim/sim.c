@@ -78,7 +78,7 @@ struct sim {
 	int published; /* link points at pts: we put it there */
 
 	struct event *read_ev;   /* master readable, persistent */
-	struct event *write_ev;  /* master writable, one-shot */
+	struct event *write_ev;  /* master writable, armed while output waits */
 	struct event *tick_ev;   /* nmea fixes, pattern rate */
 	struct event *hangup_ev; /* hangup-every */
 	struct event *reopen_ev; /* the fresh pty after a hang-up */
@@ -287,8 +287,8 @@ sim_pty_close(struct sim *s)
 /* ---- moving bytes ---- */
 
 /*
- * Write what is queued. 0 when all is written or the pty is full (write_ev
- * armed then), -1 with errno on an error.
+ * Write what is queued. 0 when all is written or the pty is full (what is
+ * left stays queued), -1 with errno on an error.
  */
 static int
 sim_flush(struct sim *s)
@@ -301,7 +301,7 @@ sim_flush(struct sim *s)
 		if (n == -1 && errno == EINTR)
 			continue;
 		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			return event_add(s->write_ev, NULL);
+			return 0;
 		if (n == -1)
 			return -1;
 		s->out_off += (size_t)n;
@@ -330,13 +330,15 @@ sim_pattern_fill(struct sim *s, size_t n)
 
 /*
  * Drain the queue, then produce more as the mode allows, a bounded number of
- * rounds per call so that a fast reader does not starve the loop.
+ * rounds per call so that a fast reader does not starve the loop. The write
+ * event is persistent: it stays armed while there is more to write (no
+ * epoll_ctl per write) and is removed when there is not.
  */
 static void
 sim_pump(struct sim *s)
 {
 	double rate = s->conf->rate;
-	int round;
+	int round, more = 0;
 	size_t n;
 
 	if (s->master == -1)
@@ -346,18 +348,16 @@ sim_pump(struct sim *s)
 			sim_fail(s, "write", errno);
 			return;
 		}
-		if (s->out_len > 0)
-			break; /* full: write_ev brings us back */
+		if (s->out_len > 0) {
+			more = 1; /* full: write_ev brings us back */
+			break;
+		}
 		if (s->conf->mode != SIM_PATTERN)
 			break;
 		if (rate > 0 && s->credit < 1)
 			break; /* the next tick allows more */
 		if (round == SIM_ROUNDS) {
-			/* Enough for one callback: go on when writable. */
-			if (event_add(s->write_ev, NULL) == -1) {
-				sim_fail(s, "event_add", errno);
-				return;
-			}
+			more = 1; /* enough for one callback */
 			break;
 		}
 		n = SIM_BUFSIZE;
@@ -366,6 +366,12 @@ sim_pump(struct sim *s)
 		if (rate > 0)
 			s->credit -= (double)n;
 		sim_pattern_fill(s, n);
+	}
+	if (!more)
+		event_del(s->write_ev);
+	else if (event_add(s->write_ev, NULL) == -1) {
+		sim_fail(s, "event_add", errno);
+		return;
 	}
 	/* Echo stopped listening while its queue was full. */
 	if (s->out_len < SIM_BUFSIZE &&
@@ -418,6 +424,8 @@ sim_read_cb(evutil_socket_t fd, short what, void *arg)
 		keel_metric_add(s->rx, (uint64_t)n);
 		if (s->conf->mode == SIM_ECHO)
 			s->out_len += (size_t)n;
+		if ((size_t)n < room)
+			break; /* drained: no read() just to see EAGAIN */
 	}
 	sim_pump(s);
 }
@@ -625,8 +633,8 @@ sim_assign(struct sim *s)
 
 	if (event_assign(s->read_ev, base, s->master, EV_READ | EV_PERSIST,
 			 sim_read_cb, s) == -1 ||
-	    event_assign(s->write_ev, base, s->master, EV_WRITE, sim_write_cb,
-			 s) == -1)
+	    event_assign(s->write_ev, base, s->master, EV_WRITE | EV_PERSIST,
+			 sim_write_cb, s) == -1)
 		return -1;
 	return event_add(s->read_ev, NULL);
 }
@@ -748,7 +756,8 @@ sim_new(struct keel_instance *in)
 	s->in = in;
 	s->master = s->slave = -1;
 	s->read_ev = event_new(base, -1, EV_READ | EV_PERSIST, sim_read_cb, s);
-	s->write_ev = event_new(base, -1, EV_WRITE, sim_write_cb, s);
+	s->write_ev =
+		event_new(base, -1, EV_WRITE | EV_PERSIST, sim_write_cb, s);
 	s->tick_ev = event_new(base, -1, EV_PERSIST, sim_tick_cb, s);
 	s->hangup_ev = event_new(base, -1, 0, sim_hangup_cb, s);
 	s->reopen_ev = event_new(base, -1, 0, sim_reopen_cb, s);

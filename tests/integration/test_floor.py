@@ -1,0 +1,149 @@
+# SPDX-License-Identifier: ISC
+"""The serial bridge at the syscall floor, counted by the kernel.
+
+- Paced packets (40 bytes, one at a time, both ways): one read() and one
+  write per packet, no epoll_ctl, no mmap/munmap, no page faults in steady
+  state. Counted with /proc/PID/io (syscr, syscw: read and write system
+  calls) and /proc/PID/stat (minflt), which never stop the daemon; and,
+  where `perf` works, with the kernel's syscall tracepoints for the calls
+  /proc does not count. Before: two reads a packet (the second one only to
+  see EAGAIN), two epoll_ctl a packet towards the client, an mmap/munmap
+  pair for most packets towards the device.
+"""
+import os
+import re
+import shutil
+import subprocess
+import time
+import tty
+import unittest
+
+from keeltest import Keeld, main, wait_for
+from serialtest import connect, free_port
+
+SANITIZE = os.environ.get("KEEL_SANITIZE", "OFF").upper() in ("ON", "1", "TRUE")
+NPORTS = 4
+PACKETS = 300  # per port and direction
+PKT = b"0123456789abcdefghijklmnopqrstuvwxyzABCD"  # 40 bytes
+
+
+def proc_io(pid):
+    out = {}
+    with open("/proc/%d/io" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(": ")
+            out[k] = int(v)
+    return out
+
+
+def minflt(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        return int(f.read().rsplit(")", 1)[1].split()[7])
+
+
+def perf_works():
+    perf = shutil.which("perf")
+    if perf is None:
+        return None
+    try:
+        r = subprocess.run([perf, "stat", "-x,", "-e", "syscalls:sys_enter_epoll_ctl",
+                            "--", "true"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return perf if r.returncode == 0 and "epoll_ctl" in r.stderr else None
+
+
+class Floor(unittest.TestCase):
+    def start_ports(self, n, extra=""):
+        ptys, body = [], []
+        ports = set()
+        while len(ports) < n:
+            ports.add(free_port())
+        ports = sorted(ports)
+        k = Keeld("", modules=("serial",))
+        self.addCleanup(k.close)
+        for i in range(n):
+            m, s = os.openpty()
+            tty.setraw(s)
+            tty.setraw(m)
+            path = os.ttyname(s)
+            os.close(s)
+            ptys.append(m)
+            self.addCleanup(os.close, m)
+            body.append('serial p%d {\n  device = "%s"\n  listen = "127.0.0.1:%d"\n'
+                        '  lock-dir = "%s"\n  speed = 115200\n%s}\n'
+                        % (i, path, ports[i], k.dir, extra))
+        k.write("".join(body))
+        return k, ptys, ports
+
+    def test_paced_packets_cost_one_read_and_one_write(self):
+        k, ptys, ports = self.start_ports(NPORTS)
+        k.start()
+        k.wait_log(r"p%d: .* open" % (NPORTS - 1), 10)
+        clients = [connect(p) for p in ports]
+        for c in clients:
+            self.addCleanup(c.close)
+        wait_for(lambda: len(re.findall(r"client .* connected", k.log())) == NPORTS, 5,
+                 what="clients connected")
+
+        def one_round():
+            for i in range(NPORTS):
+                os.write(ptys[i], PKT)
+                clients[i].sendall(PKT)
+            for i in range(NPORTS):
+                got = b""
+                while len(got) < len(PKT):
+                    got += clients[i].recv(4096)
+                self.assertEqual(got, PKT)
+                got = b""
+                while len(got) < len(PKT):
+                    got += os.read(ptys[i], 4096)
+                self.assertEqual(got, PKT)
+            time.sleep(0.002)  # one packet at a time: nothing to batch
+
+        for _ in range(20):  # warm up: buffers allocated, events armed
+            one_round()
+        perf = perf_works()
+        pr = None
+        if perf:
+            pr = subprocess.Popen([perf, "stat", "-x,", "-p", str(k.pid), "-e",
+                                   "syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_mmap,"
+                                   "syscalls:sys_enter_munmap,syscalls:sys_enter_read,"
+                                   "syscalls:sys_enter_epoll_wait"],
+                                  stderr=subprocess.PIPE, text=True)
+            time.sleep(0.5)  # perf attached
+        io0, flt0 = proc_io(k.pid), minflt(k.pid)
+        for _ in range(PACKETS):
+            one_round()
+        io1, flt1 = proc_io(k.pid), minflt(k.pid)
+        packets = 2 * NPORTS * PACKETS
+        reads = io1["syscr"] - io0["syscr"]
+        writes = io1["syscw"] - io0["syscw"]
+        faults = flt1 - flt0
+        counts = {}
+        if pr is not None:
+            time.sleep(0.2)
+            pr.send_signal(2)
+            err = pr.communicate(timeout=20)[1]
+            for line in err.splitlines():
+                f = line.split(",")
+                if len(f) > 2 and f[0].strip().isdigit():
+                    counts[f[2].replace("syscalls:sys_enter_", "")] = int(f[0])
+        print("  %d packets: %.3f reads, %.3f writes, %.4f page faults a packet; perf: %s"
+              % (packets, reads / packets, writes / packets, faults / packets,
+                 ", ".join("%s %d" % kv for kv in sorted(counts.items())) or "not available"))
+        # The status request of keeld itself and the log are not in the
+        # window; allow a little for timers (idle checks) and noise.
+        self.assertLessEqual(reads, packets * 1.05, "a read() beyond the one that got the packet")
+        self.assertLessEqual(writes, packets * 1.05)
+        if not SANITIZE:
+            self.assertLessEqual(faults, packets * 0.01, "page faults in steady state")
+        if counts:
+            self.assertEqual(counts.get("epoll_ctl", 0), 0, "epoll_ctl in steady state")
+        if counts and not SANITIZE:  # ASan's allocator maps memory of its own
+            self.assertEqual(counts.get("mmap", 0) + counts.get("munmap", 0), 0,
+                             "mmap/munmap in steady state")
+
+
+if __name__ == "__main__":
+    main()
