@@ -29,6 +29,15 @@
 
 static int serial_openers; /* attempts under way (loop side) */
 
+/*
+ * Ports waiting for an opener, in the order they asked: a slot that frees
+ * goes to the first at once. Nothing is polled and nothing is locked while
+ * a port waits here (the UUCP lock is taken once, when its turn comes).
+ */
+static struct {
+	struct keel_serial *head, **tail;
+} serial_queue = { NULL, &serial_queue.head };
+
 enum serial_state { S_WAITING, S_OPENING, S_OPEN };
 
 /*
@@ -74,6 +83,8 @@ struct keel_serial {
 	int watch_wd;
 	char watch_name[NAME_MAX + 1];
 	struct keel_serial *watch_next;
+	struct keel_serial *queue_next; /* waiting for an opener */
+	int queued;
 	struct keel_serial_stats stats;
 };
 
@@ -573,6 +584,51 @@ job_start(struct keel_serial *s)
 	return job;
 }
 
+/* Wait for an opener slot. */
+static void
+serial_enqueue(struct keel_serial *s)
+{
+	if (s->queued)
+		return;
+	s->queued = 1;
+	s->queue_next = NULL;
+	*serial_queue.tail = s;
+	serial_queue.tail = &s->queue_next;
+}
+
+/* Leave the queue (freed, or its turn came). */
+static void
+serial_dequeue(struct keel_serial *s)
+{
+	struct keel_serial **pp;
+
+	if (!s->queued)
+		return;
+	for (pp = &serial_queue.head; *pp != NULL; pp = &(*pp)->queue_next)
+		if (*pp == s) {
+			*pp = s->queue_next;
+			if (serial_queue.tail == &s->queue_next)
+				serial_queue.tail = pp;
+			break;
+		}
+	s->queued = 0;
+	s->queue_next = NULL;
+}
+
+/* An opener finished: hand free slots to the ports waiting, in order. */
+static void
+serial_opener_done(void)
+{
+	struct keel_serial *s;
+
+	serial_openers--;
+	while (serial_openers < SERIAL_OPENERS_MAX &&
+	       (s = serial_queue.head) != NULL) {
+		serial_dequeue(s);
+		serial_attempt(s);
+	}
+}
+
 /* Stop waiting for the job under way. */
 static void
 serial_abandon_job(struct keel_serial *s)
@@ -593,7 +649,7 @@ serial_abandon_job(struct keel_serial *s)
 		job_release(s->job);
 	}
 	s->job = NULL;
-	serial_openers--;
+	serial_opener_done();
 }
 
 /* Log a failure once per distinct cause, then at debug level. */
@@ -873,7 +929,7 @@ serial_job_cb(evutil_socket_t fd, short what, void *arg)
 	s->job_r = -1;
 	evtimer_del(s->open_timer);
 	s->job = NULL;
-	serial_openers--;
+	serial_opener_done();
 	if (got == -1) {
 		int err = errno;
 
@@ -914,8 +970,13 @@ serial_attempt(struct keel_serial *s)
 {
 	struct timeval tv;
 
-	if (s->state != S_WAITING)
+	if (s->state != S_WAITING || s->queued)
 		return;
+	if (serial_openers >= SERIAL_OPENERS_MAX) {
+		/* Many ports starting at once: the first slot free is ours. */
+		serial_enqueue(s);
+		return;
+	}
 	if (s->stuck != NULL) {
 		if (!__atomic_load_n(&s->stuck->done, __ATOMIC_ACQUIRE)) {
 			/* The timed-out open still fails this attempt. */
@@ -935,14 +996,6 @@ serial_attempt(struct keel_serial *s)
 		s->stats.open_failures++;
 		serial_log_failure(s, errno);
 		serial_schedule_retry(s, errno);
-		return;
-	}
-	if (serial_openers >= SERIAL_OPENERS_MAX) {
-		/* Many ports starting at once: wait for a free opener. */
-		struct timeval soon = { 0, 10000 };
-
-		serial_unlock(s);
-		evtimer_add(s->retry_timer, &soon);
 		return;
 	}
 	s->job = job_start(s);
@@ -1086,6 +1139,7 @@ keel_serial_free(struct keel_serial *s)
 {
 	if (s == NULL)
 		return;
+	serial_dequeue(s);
 	serial_abandon_job(s);
 	if (s->stuck != NULL)
 		job_release(s->stuck);
