@@ -1,0 +1,169 @@
+"""keeld started as root with `user`/`group`: what /proc shows after the
+drop, and the log, state file and pidfile in a directory the service user
+may write (the packaged layout: /var/log/keel, /run/keel), where that user
+plants symbolic and hard links to a root-owned file before the start and
+while keeld runs. The victim must never change.
+
+Needs root (as in CI); the service user is `nobody`, the group `nogroup` or
+`dialout` (both exist on Debian). Hard links to a root-owned file are made
+by the test itself: fs.protected_hardlinks stops the user from making them,
+the check in keeld must not depend on that sysctl.
+"""
+import grp
+import os
+import pwd
+import re
+import signal
+import stat
+import subprocess
+import unittest
+
+from keeltest import HEARTBEAT, Keeld, main, wait_for
+
+# Started with root's group and adm, sudo as supplementary groups and an
+# inheritable capability: the drop must leave none of them.
+SETPRIV = ["setpriv", "--groups", "0,4,27", "--inh-caps", "+net_bind_service"]
+
+
+def proc_status(pid):
+    """/proc/PID/status as {key: [fields]}."""
+    out = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            key, _, v = line.partition(":")
+            out[key] = v.split()
+    return out
+
+
+def as_user(uid, gid, fn, *args):
+    """Run fn(*args) in a child that is uid/gid only (the service user)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+            fn(*args)
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise AssertionError("%s%r failed as uid %d" % (fn.__name__, args, uid))
+
+
+def snapshot(path):
+    st = os.lstat(path)
+    with open(path, "rb") as f:
+        return (f.read(), st.st_size, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+
+
+@unittest.skipUnless(os.geteuid() == 0, "needs root")
+class Base(unittest.TestCase):
+    group = "nogroup"
+
+    def setUp(self):
+        self.pw = pwd.getpwnam("nobody")
+        self.gid = grp.getgrnam(self.group).gr_gid
+        # The configuration and modules stay root's; the runtime directory
+        # (log, state file, pidfile) belongs to the service user.
+        self.k = Keeld()
+        self.addCleanup(self.k.close)
+        self.run_dir = os.path.join(self.k.dir, "run")
+        os.mkdir(self.run_dir, 0o755)
+        os.chown(self.run_dir, self.pw.pw_uid, self.gid)
+        self.k.pidfile = os.path.join(self.run_dir, "keeld.pid")
+        self.k.statefile = os.path.join(self.run_dir, "state")
+        self.k.logfile = os.path.join(self.run_dir, "keeld.log")
+        self.body = (HEARTBEAT % ("tick", 0.2)
+                     + 'user = "nobody"\ngroup = "%s"\n' % self.group)
+        self.k.write(self.body)
+        # A root-only file the user must not be able to touch through keeld.
+        self.victim = os.path.join(self.k.dir, "victim")
+        with open(self.victim, "w") as f:
+            f.write("secret: root only\n")
+        os.chmod(self.victim, 0o600)
+        self.before = snapshot(self.victim)
+
+    def tearDown(self):
+        self.assertEqual(snapshot(self.victim), self.before, "the victim file changed")
+
+    def start(self):
+        self.k.start(prefix=SETPRIV)
+        return self.k
+
+    def plant_symlink(self, name):
+        """The service user replaces NAME in the runtime directory by a link."""
+        path = os.path.join(self.run_dir, name)
+
+        def plant():
+            if os.path.lexists(path):
+                os.unlink(path)
+            os.symlink(self.victim, path)
+        as_user(self.pw.pw_uid, self.gid, plant)
+        return path
+
+    def plant_hardlink(self, name):
+        path = os.path.join(self.run_dir, name)
+        if os.path.lexists(path):
+            os.unlink(path)
+        os.link(self.victim, path)
+        return path
+
+    def start_refused(self, message):
+        r = subprocess.run(SETPRIV + self.k.argv("-n"), capture_output=True, text=True,
+                           timeout=20)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn(message, r.stderr)
+
+
+class Dropped(Base):
+    group = "dialout"
+
+    def test_proc_shows_only_the_target_ids_and_no_capability(self):
+        k = self.start()
+        st = proc_status(k.pid)
+        self.assertEqual(st["Uid"], [str(self.pw.pw_uid)] * 4)
+        self.assertEqual(st["Gid"], [str(self.gid)] * 4)
+        # initgroups(user, group): the group and the user's memberships.
+        want = sorted(set(os.getgrouplist("nobody", self.gid)))
+        self.assertEqual(sorted(int(g) for g in st["Groups"]), want)
+        self.assertNotIn(0, want)
+        for cap in ("CapInh", "CapPrm", "CapEff", "CapAmb", "CapBnd"):
+            self.assertEqual(int(st[cap][0], 16), 0, "%s %s" % (cap, st[cap][0]))
+        self.assertEqual(st["NoNewPrivs"], ["1"])
+        k.wait_log(r"running as uid %d gid %d" % (self.pw.pw_uid, self.gid))
+
+        # It still works as the user: reload, status, reopen, stop.
+        k.write(self.body.replace("tick", "tock"))
+        rc, out, err = k.ctl("reload")
+        self.assertEqual(rc, 0, err)
+        k.wait_log(r"heartbeat: a: tock")
+        rc, out, err = k.ctl("status")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("pid: %d\n" % k.pid, out)
+        self.assertIn("generation: 2\n", out)
+        os.rename(k.logfile, k.logfile + ".1")
+        self.assertEqual(k.ctl("reopen")[0], 0)
+        wait_for(lambda: os.path.exists(k.logfile), what="reopened log")
+        k.wait_log(r"heartbeat: a: tock")
+        rc, out, err = k.ctl("stop")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(k.wait_exit(10), 0)
+        self.assertFalse(os.path.exists(k.statefile))
+
+class UserOnly(Base):
+    def test_group_defaults_to_the_users_primary_group(self):
+        self.body = HEARTBEAT % ("tick", 0.2) + 'user = "nobody"\n'
+        self.k.write(self.body)
+        k = self.start()
+        st = proc_status(k.pid)
+        self.assertEqual(st["Uid"], [str(self.pw.pw_uid)] * 4)
+        self.assertEqual(st["Gid"], [str(self.pw.pw_gid)] * 4)
+        self.assertEqual(sorted(int(g) for g in st["Groups"]),
+                         sorted(set(os.getgrouplist("nobody", self.pw.pw_gid))))
+        self.assertEqual(int(st["CapEff"][0], 16), 0)
+
+
+if __name__ == "__main__":
+    main()
