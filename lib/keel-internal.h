@@ -40,6 +40,7 @@ const char *log_level_name(int level);
 int log_configure(const char *target, int level, struct errbuf *eb);
 void log_set_level(int level);
 void log_set_pid(pid_t pid);
+void log_set_owner(uid_t uid, gid_t gid);
 void log_reopen(void);
 void log_close(void);
 const char *log_target(void);

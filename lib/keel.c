@@ -664,6 +664,26 @@ keel_make_state_dir(struct keel *k)
 	free(dir);
 }
 
+/*
+ * A log file root creates before dropping privileges belongs to `user` and
+ * `group` (as privs_drop resolves them), who must reopen it afterwards.
+ */
+static void
+keel_log_owner(const struct config *cfg)
+{
+	struct passwd *pw;
+	struct group *gr;
+	gid_t gid;
+
+	if (geteuid() != 0 || cfg->core.user == NULL ||
+	    (pw = getpwnam(cfg->core.user)) == NULL)
+		return;
+	gid = pw->pw_gid;
+	if (cfg->core.group != NULL && (gr = getgrnam(cfg->core.group)) != NULL)
+		gid = gr->gr_gid;
+	log_set_owner(pw->pw_uid, gid);
+}
+
 /* Run the daemon: start, serve until stopped. Returns the exit status. */
 int
 keel_main_run(const struct keel_options *opt)
@@ -704,6 +724,7 @@ keel_main_run(const struct keel_options *opt)
 		config_free(cfg);
 		return keel_start_failed(k, &eb);
 	}
+	keel_log_owner(cfg);
 	/* The first configuration is a transaction like any reload. */
 	if (reload_transaction(k, cfg, 0, &eb) == -1)
 		return keel_start_failed(k, &eb);
@@ -714,6 +735,7 @@ keel_main_run(const struct keel_options *opt)
 	keel_make_state_dir(k);
 	if (privs_drop(user, group, &eb) == -1)
 		return keel_start_failed(k, &eb);
+	log_set_owner((uid_t)-1, (gid_t)-1);
 	if (state_write(k->statefile, "", 0) == -1) {
 		errbuf_add(&eb, "cannot write state file %s: %s", k->statefile,
 			   strerror(errno));

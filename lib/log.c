@@ -16,6 +16,10 @@
 
 enum log_kind { LOG_TO_STDERR, LOG_TO_SYSLOG, LOG_TO_FILE };
 
+/* Never through a link; O_NONBLOCK: a FIFO planted there cannot hang us. */
+#define LOG_OPEN_FLAGS \
+	(O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW | O_NONBLOCK)
+
 static struct {
 	enum log_kind kind;
 	int level;
@@ -23,8 +27,11 @@ static struct {
 	char *path; /* LOG_TO_FILE */
 	char *target;
 	const char *ident;
-	pid_t pid; /* glibc does not cache getpid(): one syscall per line */
-} log_state = { LOG_TO_STDERR, KEEL_LOG_INFO, -1, NULL, NULL, "keel", 0 };
+	pid_t pid;   /* glibc does not cache getpid(): one syscall per line */
+	uid_t owner; /* of a file root creates for a daemon about to drop */
+	gid_t group;
+} log_state = { LOG_TO_STDERR, KEEL_LOG_INFO, -1, NULL, NULL, "keel", 0,
+		(uid_t)-1,     (gid_t)-1 };
 
 static const char *const log_names[] = {
 	[KEEL_LOG_ERR] = "error",     [KEEL_LOG_WARNING] = "warning",
@@ -53,6 +60,41 @@ void
 log_set_pid(pid_t pid)
 {
 	log_state.pid = pid;
+}
+
+/*
+ * The user (and group) a log file that root creates from now on must belong
+ * to: the daemon drops to them and reopens the file as them. (uid_t)-1: none.
+ */
+void
+log_set_owner(uid_t uid, gid_t gid)
+{
+	log_state.owner = uid;
+	log_state.group = gid;
+}
+
+/*
+ * Open @path for appending, creating it with @flags only when it is missing.
+ * *@created tells which: O_EXCL never follows a link, and an existing name
+ * is opened without O_CREAT (its own flags refuse a link).
+ */
+static int
+log_open_or_create(const char *path, int flags, int *created)
+{
+	int fd, tries;
+
+	*created = 0;
+	for (tries = 0; tries < 10; tries++) {
+		fd = open(path, flags);
+		if (fd != -1 || errno != ENOENT)
+			return fd;
+		fd = open(path, flags | O_CREAT | O_EXCL, 0640);
+		if (fd != -1 || errno != EEXIST) {
+			*created = fd != -1;
+			return fd;
+		}
+	}
+	return -1;
 }
 
 /* Map a level name to its value, or -1. */
@@ -88,13 +130,18 @@ log_open_safe(const char *path, int create, char *why, size_t whylen)
 {
 	char *dir = strdup(path), *slash;
 	struct stat st;
-	int fd;
+	gid_t group = log_state.group;
+	int fd, created;
 
 	slash = dir != NULL ? strrchr(dir, '/') : NULL;
 	if (slash != NULL) {
 		*slash = '\0';
-		if (stat(slash == dir ? "/" : dir, &st) == 0 &&
-		    (st.st_mode & S_IWOTH) && !(st.st_mode & S_ISVTX)) {
+		if (stat(slash == dir ? "/" : dir, &st) == -1)
+			st.st_mode = 0;
+		/* A set-group-ID directory gives its group to its files. */
+		if (st.st_mode & S_ISGID)
+			group = (gid_t)-1;
+		if ((st.st_mode & S_IWOTH) && !(st.st_mode & S_ISVTX)) {
 			snprintf(why, whylen,
 				 "its directory %s is writable by anyone (mode "
 				 "%04o, no sticky bit): refused",
@@ -106,10 +153,11 @@ log_open_safe(const char *path, int create, char *why, size_t whylen)
 		}
 	}
 	free(dir);
-	fd = open(path,
-		  O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW |
-			  O_NONBLOCK | (create ? O_CREAT : 0),
-		  0640);
+	created = 0;
+	if (create)
+		fd = log_open_or_create(path, LOG_OPEN_FLAGS, &created);
+	else
+		fd = open(path, LOG_OPEN_FLAGS);
 	if (fd == -1) {
 		int e = errno;
 
@@ -126,6 +174,20 @@ log_open_safe(const char *path, int create, char *why, size_t whylen)
 				 : "not a regular file: refused");
 		close(fd);
 		errno = EPERM;
+		return -1;
+	}
+	/*
+	 * Created by root for a daemon that drops to `user`: hand it over, or
+	 * the reopen on SIGUSR1 or SIGHUP after the drop would be refused.
+	 */
+	if (created && log_state.owner != (uid_t)-1 && geteuid() == 0 &&
+	    fchown(fd, log_state.owner, group) == -1) {
+		int e = errno;
+
+		snprintf(why, whylen, "cannot give it to uid %u: %s",
+			 (unsigned)log_state.owner, strerror(e));
+		close(fd);
+		errno = e;
 		return -1;
 	}
 	/* Blocking writes, as before: a regular file does not block. */

@@ -152,6 +152,36 @@ class Dropped(Base):
         self.assertEqual(k.wait_exit(10), 0)
         self.assertFalse(os.path.exists(k.statefile))
 
+    def test_files_belong_to_the_user_with_the_documented_modes(self):
+        k = self.start()
+        uid = self.pw.pw_uid
+
+        def owner_mode(path):
+            s = os.lstat(path)
+            return s.st_uid, s.st_gid, stat.S_IMODE(s.st_mode)
+        # The log, created as root before the drop, is handed to the user:
+        # a SIGHUP or SIGUSR1 reopens it with the dropped privileges.
+        self.assertEqual(owner_mode(k.logfile), (uid, self.gid, 0o640))
+        # The state file is written after the drop.
+        self.assertEqual(owner_mode(k.statefile), (uid, self.gid, 0o644))
+        # The pidfile stays root's: the user must not write a pid that
+        # root's keeld -s stop would signal.
+        self.assertEqual(owner_mode(k.pidfile), (0, 0, 0o644))
+        off = len(k.log())
+        k.kill(signal.SIGHUP)
+        wait_for(lambda: k.generation() == 2, what="generation 2")
+        k.kill(signal.SIGUSR1)
+        k.wait_log(r"received SIGUSR1", after=off)
+        k.wait_log(r"heartbeat: a: tick", after=len(k.log()))
+        self.assertNotIn("cannot reopen", k.log()[off:])
+        self.assertNotIn("cannot open log", k.log()[off:])
+        # Created after the drop: the user's, same modes.
+        os.rename(k.logfile, k.logfile + ".1")
+        k.kill(signal.SIGUSR1)
+        wait_for(lambda: os.path.exists(k.logfile), what="new log file")
+        self.assertEqual(owner_mode(k.logfile), (uid, self.gid, 0o640))
+
+
 class UserOnly(Base):
     def test_group_defaults_to_the_users_primary_group(self):
         self.body = HEARTBEAT % ("tick", 0.2) + 'user = "nobody"\n'
@@ -164,6 +194,55 @@ class UserOnly(Base):
                          sorted(set(os.getgrouplist("nobody", self.pw.pw_gid))))
         self.assertEqual(int(st["CapEff"][0], 16), 0)
 
+
+class LogFile(Base):
+    def test_planted_before_the_start(self):
+        self.plant_symlink("keeld.log")
+        self.start_refused("log: cannot open %s: it is a symbolic link: refused" % self.k.logfile)
+        self.plant_hardlink("keeld.log")
+        self.start_refused("it has other names (hard links): refused")
+
+    def test_planted_while_running_then_reopen_and_reload(self):
+        k = self.start()
+        os.rename(k.logfile, k.logfile + ".1")
+        self.plant_symlink("keeld.log")
+        k.kill(signal.SIGUSR1)
+        k.kill(signal.SIGHUP)
+        wait_for(lambda: k.generation() == 2, what="generation 2")
+        old = k.read(k.logfile + ".1")
+        self.assertIn("cannot reopen log file %s: it is a symbolic link: refused" % k.logfile, old)
+        self.assertIn("it is a symbolic link: refused", old.split("received SIGHUP")[-1])
+        # A hard link (to a file the user cannot open: refused by the
+        # kernel already, or by keeld for one it could).
+        self.plant_hardlink("keeld.log")
+        off = len(k.read(k.logfile + ".1"))
+        k.kill(signal.SIGUSR1)
+        wait_for(lambda: re.search(r"cannot reopen log file %s: (Permission denied|it has "
+                                   r"other names \(hard links\): refused)" % k.logfile,
+                                   k.read(k.logfile + ".1")[off:]), what="hard link refused")
+        self.assertTrue(k.alive())
+
+
+class StateFile(Base):
+    def test_planted_before_the_start_is_replaced_not_followed(self):
+        self.plant_symlink("state")
+        k = self.start()
+        self.assertFalse(os.path.islink(k.statefile))
+        self.assertEqual(os.lstat(k.statefile).st_uid, self.pw.pw_uid)
+
+    def test_planted_while_running(self):
+        k = self.start()
+        # The link is replaced (rename) by the next write, never followed.
+        self.plant_symlink("state")
+        k.kill(signal.SIGHUP)
+        wait_for(lambda: not os.path.islink(k.statefile) and k.generation() == 2,
+                 what="state file rewritten")
+        # A hard link as the temporary file: opened as the user, refused.
+        self.plant_hardlink("state.tmp")
+        off = len(k.log())
+        k.kill(signal.SIGUSR2)
+        k.wait_log(r"cannot write state file %s: Permission denied" % k.statefile, after=off)
+        os.unlink(os.path.join(self.run_dir, "state.tmp"))
 
 if __name__ == "__main__":
     main()
