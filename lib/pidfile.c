@@ -55,6 +55,18 @@ again:
 		close(fd);
 		return -1;
 	}
+	/*
+	 * Root truncates and writes it: a hard link planted in a directory
+	 * the service user may write would name another file.
+	 */
+	if (st.st_nlink > 1) {
+		errbuf_add(
+			eb,
+			"pidfile %s has other names (hard links): refusing it",
+			path);
+		close(fd);
+		return -1;
+	}
 	if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
 		int e = errno;
 

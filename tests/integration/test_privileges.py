@@ -244,5 +244,23 @@ class StateFile(Base):
         k.wait_log(r"cannot write state file %s: Permission denied" % k.statefile, after=off)
         os.unlink(os.path.join(self.run_dir, "state.tmp"))
 
+class Pidfile(Base):
+    def test_planted_before_the_start(self):
+        self.plant_symlink("keeld.pid")
+        self.start_refused("pidfile %s is a symbolic link: refusing it" % self.k.pidfile)
+        self.plant_hardlink("keeld.pid")
+        self.start_refused("pidfile %s has other names (hard links): refusing it"
+                           % self.k.pidfile)
+
+    def test_planted_while_running(self):
+        k = self.start()
+        self.plant_symlink("keeld.pid")
+        # keeld -s does not follow it: the daemon is not found through it.
+        rc, out, err = k.ctl("status")
+        self.assertNotEqual(rc, 0)
+        k.kill(signal.SIGTERM)
+        self.assertEqual(k.wait_exit(10), 0)
+
+
 if __name__ == "__main__":
     main()
