@@ -549,13 +549,16 @@ config_scan_free(struct config_scan *sc)
 int
 config_read_file(const char *path, char **text, size_t *len, struct errbuf *eb)
 {
-	return config_read_file_max(path, CONFIG_MAX_SIZE, text, len, eb);
+	return config_read_file_max(path, CONFIG_MAX_SIZE, 0, text, len, eb);
 }
 
-/* As config_read_file, with another size limit (the state file's). */
+/*
+ * As config_read_file, with another size limit (the state file's) and
+ * @oflags added to open(2)'s flags (O_NOFOLLOW).
+ */
 int
-config_read_file_max(const char *path, size_t max, char **text, size_t *len,
-		     struct errbuf *eb)
+config_read_file_max(const char *path, size_t max, int oflags, char **text,
+		     size_t *len, struct errbuf *eb)
 {
 	struct stat st;
 	char *buf;
@@ -564,7 +567,7 @@ config_read_file_max(const char *path, size_t max, char **text, size_t *len,
 	int fd;
 
 	/* O_NONBLOCK: a FIFO given as configuration must not hang the loop. */
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | oflags);
 	if (fd == -1) {
 		errbuf_add(eb, "%s: cannot open: %s", path, strerror(errno));
 		return -1;

@@ -177,10 +177,15 @@ control_status(pid_t pid, const char *statefile)
 	char *text, req[PATH_MAX];
 	int waited, fd;
 
-	/* Ask for a refresh that is not logged (see keel_status_requested). */
+	/*
+	 * Ask for a refresh that is not logged (see keel_status_requested).
+	 * O_NONBLOCK: a FIFO planted there must not hang root's keeld -s.
+	 */
 	if (snprintf(req, sizeof(req), "%s.request", statefile) <
 		    (int)sizeof(req) &&
-	    (fd = open(req, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
+	    (fd = open(req,
+		       O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW |
+			       O_NONBLOCK | O_NOCTTY,
 		       0600)) != -1)
 		close(fd);
 

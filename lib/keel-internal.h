@@ -87,8 +87,8 @@ struct config_scan {
 int config_scan_text(const char *file, const char *text, size_t len,
 		     struct config_scan *sc, struct errbuf *eb);
 void config_scan_free(struct config_scan *sc);
-int config_read_file_max(const char *path, size_t max, char **text, size_t *len,
-			 struct errbuf *eb);
+int config_read_file_max(const char *path, size_t max, int oflags, char **text,
+			 size_t *len, struct errbuf *eb);
 int config_read_file(const char *path, char **text, size_t *len,
 		     struct errbuf *eb);
 int config_peek_paths(const char *path, char **pidfile, char **statefile);

@@ -46,7 +46,9 @@ state_write(const char *path, const char *text, size_t len)
 
 /*
  * Read a whole state file, NULL when missing. Not the configuration's 1 MiB
- * cap: a status is one field a line, some 20 lines per serial port.
+ * cap: a status is one field a line, some 20 lines per serial port. Never
+ * through a symbolic link: root's keeld -s reads it in a directory the
+ * service user may write, and would print any file it was pointed at.
  */
 char *
 state_read(const char *path)
@@ -55,8 +57,8 @@ state_read(const char *path)
 	char *text = NULL;
 	size_t len;
 
-	if (config_read_file_max(path, STATE_MAX_SIZE, &text, &len, &eb) ==
-	    -1) {
+	if (config_read_file_max(path, STATE_MAX_SIZE, O_NOFOLLOW, &text, &len,
+				 &eb) == -1) {
 		errbuf_clear(&eb);
 		return NULL;
 	}

@@ -244,6 +244,31 @@ class StateFile(Base):
         k.wait_log(r"cannot write state file %s: Permission denied" % k.statefile, after=off)
         os.unlink(os.path.join(self.run_dir, "state.tmp"))
 
+    def test_root_keeld_s_does_not_read_through_links(self):
+        k = self.start()
+        # The user keeps the state file a link to a root-only file, and the
+        # temporary file a link too, so keeld cannot replace it.
+        self.plant_symlink("state.tmp")
+        self.plant_symlink("state")
+        rc, out, err = k.ctl("status", timeout=20)
+        self.assertNotEqual(rc, 0)
+        self.assertNotIn("secret", out + err)
+        k.wait_log(r"cannot write state file %s: Too many levels of symbolic links"
+                   % k.statefile)
+
+    def test_status_request_planted_as_a_link_or_a_fifo(self):
+        k = self.start()
+        req = self.plant_symlink("state.request")
+        rc, out, err = k.ctl("status", timeout=20)
+        self.assertEqual(rc, 0, err)
+        if os.path.lexists(req):  # keeld removes a request it saw
+            as_user(self.pw.pw_uid, self.gid, os.unlink, req)
+        as_user(self.pw.pw_uid, self.gid, os.mkfifo, req)
+        # A FIFO nobody reads must not hang root's keeld -s status.
+        rc, out, err = k.ctl("status", timeout=20)
+        self.assertIn("pid: %d\n" % k.pid, out)
+
+
 class Pidfile(Base):
     def test_planted_before_the_start(self):
         self.plant_symlink("keeld.pid")
