@@ -413,21 +413,41 @@ serial_lock_name(struct keel_serial *s)
 	return s->lockfile != NULL ? 0 : -1;
 }
 
-/* The pid in a lock file (ASCII, as minicom and friends write it). */
+/*
+ * The pid in a lock file (ASCII, as minicom and friends write it): 0 when it
+ * holds none, -1 when it cannot be read (errno set). A read that failed is
+ * not an empty lock: taking it for one would remove someone's lock, or
+ * leave our own behind and lock us out of the device.
+ */
 static pid_t
 serial_lock_owner(const char *path)
 {
 	char buf[32];
+	size_t got = 0;
 	ssize_t n;
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	int fd, err;
 
+	do
+		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	while (fd == -1 && errno == EINTR);
 	if (fd == -1)
-		return 0;
-	n = read(fd, buf, sizeof(buf) - 1);
+		return -1;
+	while (got < sizeof(buf) - 1) {
+		n = read(fd, buf + got, sizeof(buf) - 1 - got);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1) {
+			err = errno;
+			close(fd);
+			errno = err;
+			return -1;
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
 	close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = '\0';
+	buf[got] = '\0';
 	return (pid_t)strtol(buf, NULL, 10);
 }
 
@@ -475,6 +495,15 @@ serial_lock(struct keel_serial *s)
 		if (errno != EEXIST)
 			break;
 		owner = serial_lock_owner(s->lockfile);
+		if (owner == -1 && errno == ENOENT)
+			continue; /* gone meanwhile: try again */
+		if (owner == -1) {
+			snprintf(s->why, sizeof(s->why),
+				 "cannot read lock %.150s: %s", s->lockfile,
+				 strerror(errno));
+			unlink(tmp);
+			return -1;
+		}
 		if (owner > 0 && (kill(owner, 0) == 0 || errno == EPERM)) {
 			unlink(tmp);
 			errno = EBUSY;
@@ -498,13 +527,20 @@ serial_lock(struct keel_serial *s)
 	return -1;
 }
 
-/* Remove our UUCP lock. */
+/*
+ * Remove our UUCP lock: unless it now names someone else (unreadable, it is
+ * still the one we linked; left behind, it would name us, alive, forever).
+ */
 static void
 serial_unlock(struct keel_serial *s)
 {
-	if (s->have_lock && s->lockfile != NULL &&
-	    serial_lock_owner(s->lockfile) == getpid())
-		unlink(s->lockfile);
+	pid_t owner;
+
+	if (s->have_lock && s->lockfile != NULL) {
+		owner = serial_lock_owner(s->lockfile);
+		if (owner == getpid() || owner == -1)
+			unlink(s->lockfile);
+	}
 	s->have_lock = 0;
 	free(s->lockfile);
 	s->lockfile = NULL;
