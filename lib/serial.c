@@ -913,6 +913,9 @@ serial_opened(struct keel_serial *s, int fd)
 	}
 	s->fd = fd;
 	s->state = S_OPEN;
+	/* Open now: the watch for a replaced node has served (else it and
+	 * the process's inotify descriptor stay for as long as it is open). */
+	serial_unwatch(s);
 	s->attempt = 0;
 	s->stats.opens++;
 	s->why[0] = '\0';
