@@ -259,6 +259,7 @@ client_read_cb(evutil_socket_t fd, short what, void *arg)
 	struct evbuffer_iovec v;
 	size_t total = 0;
 	ssize_t n = 1;
+	int err = 0;
 	char why[128];
 
 	(void)what;
@@ -269,6 +270,7 @@ client_read_cb(evutil_socket_t fd, short what, void *arg)
 			break;
 		n = read(fd, v.iov_base, v.iov_len);
 		if (n <= 0) {
+			err = errno;
 			evbuffer_commit_space(cl->in, &v, 0);
 			break;
 		}
@@ -285,11 +287,12 @@ client_read_cb(evutil_socket_t fd, short what, void *arg)
 		event_base_gettimeofday_cached(keel_module_base(cl->p->m),
 					       &cl->last);
 	}
+	/* The device's write errors must not be taken for this read's. */
 	client_deliver(cl);
 	if (n == 0) {
 		client_free(cl, "disconnected");
-	} else if (n == -1 && errno != EAGAIN && errno != EINTR) {
-		snprintf(why, sizeof(why), "lost (%s)", strerror(errno));
+	} else if (n == -1 && err != EAGAIN && err != EINTR) {
+		snprintf(why, sizeof(why), "lost (%s)", strerror(err));
 		client_free(cl, why);
 	}
 }
