@@ -123,6 +123,57 @@ pidfile_release(int fd, const char *path)
 	close(fd);
 }
 
+/* The real uid of process @pid, or (uid_t)-1. */
+static uid_t
+pidfile_proc_uid(pid_t pid)
+{
+	char path[64], line[256];
+	unsigned long uid;
+	uid_t found = (uid_t)-1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%ld/status", (long)pid);
+	if ((f = fopen(path, "re")) == NULL)
+		return found;
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (sscanf(line, "Uid: %lu", &uid) == 1) {
+			found = (uid_t)uid;
+			break;
+		}
+	fclose(f);
+	return found;
+}
+
+/*
+ * May we signal the pid an open pidfile names? A pidfile root created (the
+ * daemon writes it before dropping privileges) or our own is trusted. Any
+ * other owner could have put it there in place of the daemon's (its
+ * directory is theirs) naming a process of someone else, say root's: only
+ * a pid that runs as the file's owner is taken.
+ */
+static int
+pidfile_trusted(int fd, const char *path, pid_t pid, struct errbuf *eb)
+{
+	struct stat st;
+	uid_t runs_as;
+
+	if (fstat(fd, &st) == -1) {
+		errbuf_add(eb, "pidfile %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (st.st_uid == 0 || st.st_uid == geteuid())
+		return 0;
+	runs_as = pidfile_proc_uid(pid);
+	if (runs_as == st.st_uid)
+		return 0;
+	errbuf_add(eb,
+		   "pidfile %s belongs to uid %lu but names pid %ld, which "
+		   "runs as uid %ld: not signalling it",
+		   path, (unsigned long)st.st_uid, (long)pid,
+		   runs_as == (uid_t)-1 ? -1L : (long)runs_as);
+	return -1;
+}
+
 /*
  * The pid of the daemon holding @path, or 0 (reason in @eb) when no live
  * instance holds it: missing, empty or unlocked (stale).
@@ -146,9 +197,11 @@ pidfile_running(const char *path, struct errbuf *eb)
 		return 0;
 	}
 	pid = pidfile_read_fd(fd);
-	close(fd);
 	if (pid == 0)
 		errbuf_add(eb, "pidfile %s is locked but holds no pid yet",
 			   path);
+	else if (pidfile_trusted(fd, path, pid, eb) == -1)
+		pid = 0;
+	close(fd);
 	return pid;
 }

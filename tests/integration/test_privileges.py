@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """keeld started as root with `user`/`group`: what /proc shows after the
 drop, and the log, state file and pidfile in a directory the service user
 may write (the packaged layout: /var/log/keel, /run/keel), where that user
@@ -283,6 +284,41 @@ class Pidfile(Base):
         # keeld -s does not follow it: the daemon is not found through it.
         rc, out, err = k.ctl("status")
         self.assertNotEqual(rc, 0)
+        k.kill(signal.SIGTERM)
+        self.assertEqual(k.wait_exit(10), 0)
+
+    def test_replaced_by_the_user_naming_a_root_process(self):
+        """The user swaps in a pidfile of its own, locked, naming a process
+        of root's: root's `keeld -s stop` must not signal that process."""
+        k = self.start()
+        victim = subprocess.Popen(["sleep", "60"])
+        self.addCleanup(victim.wait)
+        self.addCleanup(victim.kill)
+        path = os.path.join(self.run_dir, "keeld.pid")
+        code = ("import fcntl, os, sys, time\n"
+                "fd = os.open(sys.argv[1] + '.new', os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)\n"
+                "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+                "os.write(fd, b'%d\\n' % int(sys.argv[2]))\n"
+                "os.rename(sys.argv[1] + '.new', sys.argv[1])\n"
+                "print('planted', flush=True)\n"
+                "time.sleep(60)\n")
+        uid, gid = self.pw.pw_uid, self.gid
+
+        def drop():
+            os.setgroups([])
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+        holder = subprocess.Popen(["python3", "-c", code, path, str(victim.pid)],
+                                  stdout=subprocess.PIPE, text=True, preexec_fn=drop)
+        self.addCleanup(holder.wait)
+        self.addCleanup(holder.kill)
+        self.assertEqual(holder.stdout.readline().strip(), "planted")
+        rc, out, err = k.ctl("stop")
+        self.assertNotEqual(rc, 0)
+        self.assertIn("belongs to uid %d but names pid %d, which runs as uid 0: "
+                      "not signalling it" % (uid, victim.pid), err)
+        self.assertIsNone(victim.poll(), "root's process was signalled")
+        self.assertTrue(k.alive())
         k.kill(signal.SIGTERM)
         self.assertEqual(k.wait_exit(10), 0)
 
