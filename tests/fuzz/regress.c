@@ -1,7 +1,9 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Run every file of the given corpus directories (or files) through the
- * config_scan fuzz harness: the inputs the fuzzer kept, crashes included,
- * stay regression tests in builds without libFuzzer.
+ * fuzz harness linked with it (LLVMFuzzerTestOneInput): the inputs the
+ * fuzzer kept, crashes included, stay regression tests in builds without
+ * libFuzzer.
  */
 #include <dirent.h>
 #include <errno.h>
