@@ -66,16 +66,24 @@ test_only_newlines(void **state)
 	errbuf_clear(&eb);
 }
 
-/* Only trailing newlines go: an inner one is kept. */
+/*
+ * Only trailing newlines go; an inner one, like any control character, is
+ * escaped: a message stays one line (a value quoted in it cannot add a
+ * line of its own, such as a forged FILE:LINE). Found by fuzz_config_load.
+ */
 static void
-test_inner_newline_kept(void **state)
+test_inner_newline_escaped(void **state)
 {
 	struct errbuf eb = { 0 };
 
 	(void)state;
 	errbuf_add(&eb, "a\nb\n");
-	assert_string_equal(eb.text, "a\nb\n");
-	assert_string_equal(eb.first, "a\nb");
+	assert_string_equal(eb.text, "a\\nb\n");
+	assert_string_equal(eb.first, "a\\nb");
+	errbuf_add(&eb, "c\r\x01\x7f\td");
+	assert_string_equal(eb.text, "a\\nb\nc\\r\\x01\\x7f\td\n");
+	assert_int_equal(eb.len, strlen(eb.text));
+	assert_int_equal(eb.count, 2);
 	errbuf_clear(&eb);
 }
 
@@ -152,7 +160,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(test_add_many_keeps_first),
 	cmocka_unit_test(test_trailing_newlines_trimmed),
 	cmocka_unit_test(test_only_newlines),
-	cmocka_unit_test(test_inner_newline_kept),
+	cmocka_unit_test(test_inner_newline_escaped),
 	cmocka_unit_test(test_clear_and_reuse),
 	cmocka_unit_test(test_vadd),
 	cmocka_unit_test(test_long_message),
