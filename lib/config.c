@@ -309,8 +309,9 @@ config_scan_text(const char *file, const char *text, size_t len,
 			p++;
 			continue;
 		}
+		/* libconfuse 3.3 eats a '*' that starts no comment. */
 		if (c == ' ' || c == '\t' || c == '\r' || c == ',' ||
-		    c == ';') {
+		    c == ';' || c == '*') {
 			p++;
 			continue;
 		}
@@ -451,12 +452,18 @@ config_scan_text(const char *file, const char *text, size_t len,
 			cur.type = T_OTHER;
 			cur.len = 1;
 		} else {
+			/*
+			 * A word ends where libconfuse 3.3 ends it, '*' and
+			 * '+' included: after `link =*` it eats the star and
+			 * takes the `//` that follows for a comment, which
+			 * must be blanked here like any other.
+			 */
 			while (p < end && *p != ' ' && *p != '\t' &&
 			       *p != '\n' && *p != '\r' && *p != '=' &&
 			       *p != '{' && *p != '}' && *p != '(' &&
 			       *p != ')' && *p != ',' && *p != '"' &&
 			       *p != '\'' && *p != ';' && *p != '#' &&
-			       *p != '\0') {
+			       *p != '*' && *p != '+' && *p != '\0') {
 				/* ${VAR} is one token for libconfuse. */
 				if (*p == '$' && p + 1 < end && p[1] == '{') {
 					const char *close = memchr(
