@@ -274,6 +274,44 @@ scan_note_value(struct config_scan *sc, const struct scan_tok *key,
 }
 
 /*
+ * include( "FILE" ): the state after token @t, from @inc (0: none, 1: after
+ * the word include, 2: after '(', 3: after the file name); -1 when the
+ * call is not one file name in parentheses. libconfuse 3.3 leaks the
+ * arguments read so far when a call has a syntax error (LeakSanitizer,
+ * `include("a" "b")`): such a call never reaches it.
+ */
+static int
+scan_include_step(int inc, const struct scan_tok *t)
+{
+	int paren = t->type == T_OTHER && t->len == 1;
+
+	switch (inc) {
+	case 1:
+		if (paren && *t->start == '(')
+			return 2;
+		break;
+	case 2:
+		return t->type == T_WORD || t->type == T_STRING ? 3 : -1;
+	case 3:
+		return paren && *t->start == ')' ? 0 : -1;
+	default:
+		break;
+	}
+	return t->type == T_WORD && t->len == 7 &&
+	       strncmp(t->start, "include", 7) == 0;
+}
+
+/* Report a call of include() that is not include("FILE"). */
+static int
+scan_include_error(const char *file, int line, struct errbuf *eb)
+{
+	errbuf_add(eb,
+		   "%s:%d: include() takes one file name: include(\"FILE\")",
+		   file, line);
+	return -1;
+}
+
+/*
  * Check that braces balance and strings and comments end, and record where
  * each top-level section opens. libconfuse accepts a file that ends inside
  * a section, so this is what rejects a truncated file.
@@ -286,7 +324,7 @@ config_scan_text(const char *file, const char *text, size_t len,
 	char open_name[CONFIG_MAX_DEPTH][64];
 	struct scan_tok t[3] = { { T_NONE, NULL, 0, 0 } };
 	const char *p = text, *end = text + len, *nul;
-	int depth = 0, line = 1, section = -1, in_load = 0;
+	int depth = 0, line = 1, section = -1, in_load = 0, inc = 0;
 
 	nul = memchr(text, '\0', len);
 	if (nul != NULL) {
@@ -309,6 +347,8 @@ config_scan_text(const char *file, const char *text, size_t len,
 			p++;
 			continue;
 		}
+		if (c == ',' && inc >= 2)
+			return scan_include_error(file, line, eb);
 		/* libconfuse 3.3 eats a '*' that starts no comment. */
 		if (c == ' ' || c == '\t' || c == '\r' || c == ',' ||
 		    c == ';' || c == '*') {
@@ -492,6 +532,9 @@ config_scan_text(const char *file, const char *text, size_t len,
 				continue;
 			}
 		}
+		inc = scan_include_step(inc, &cur);
+		if (inc == -1)
+			return scan_include_error(file, cur.line, eb);
 		sc->tokens++;
 		if (in_load && depth == 1 &&
 		    (cur.type == T_WORD || cur.type == T_STRING) &&
@@ -513,6 +556,8 @@ config_scan_text(const char *file, const char *text, size_t len,
 		t[1] = t[2];
 		t[2] = cur;
 	}
+	if (inc >= 2)
+		return scan_include_error(file, line, eb);
 	if (depth > 0) {
 		errbuf_add(
 			eb,
