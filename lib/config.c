@@ -1696,10 +1696,20 @@ config_parse(struct keel *k, struct config *c, struct errbuf *eb)
 	config_lexer_reset();
 	fclose(fp);
 	free(text);
-	/* Wrong values were reported as they were read (all of them). */
+	/*
+	 * Wrong values were reported as they were read (all of them). Some
+	 * failures libconfuse does not report at all (`"" = 1`, an empty
+	 * option name): FILE:LINE as libconfuse counted it (inside a
+	 * section, the line of the section).
+	 */
 	if (rc != CFG_SUCCESS || eb->count > before) {
-		if (eb->count == 0)
-			errbuf_add(eb, "%s: parse error", path);
+		if (eb->count == before && cfg->filename != NULL &&
+		    cfg->line > 0)
+			errbuf_add(eb, "%s:%d: syntax error",
+				   config_display_name(cfg->filename),
+				   cfg->line);
+		else if (eb->count == before)
+			errbuf_add(eb, "%s: syntax error", path);
 		cfg_free(cfg);
 		return NULL;
 	}
