@@ -349,9 +349,11 @@ config_scan_text(const char *file, const char *text, size_t len,
 		}
 		if (c == ',' && inc >= 2)
 			return scan_include_error(file, line, eb);
-		/* libconfuse 3.3 eats a '*' that starts no comment. */
+		/* libconfuse 3.3 eats a '*' that starts no comment, and a
+		 * '+' that starts no `+=`. */
 		if (c == ' ' || c == '\t' || c == '\r' || c == ',' ||
-		    c == ';' || c == '*') {
+		    c == ';' || c == '*' ||
+		    (c == '+' && !(p + 1 < end && p[1] == '='))) {
 			p++;
 			continue;
 		}
@@ -408,9 +410,7 @@ config_scan_text(const char *file, const char *text, size_t len,
 			cur.type = T_STRING;
 			cur.len = (size_t)(p - cur.start);
 		} else if (c == '{') {
-			int is_list =
-				t[2].type == T_EQ ||
-				(t[2].type == T_OTHER && *t[2].start == '+');
+			int is_list = t[2].type == T_EQ;
 
 			if (depth == CONFIG_MAX_DEPTH) {
 				errbuf_add(eb, "%s:%d: nested deeper than %d",
@@ -426,7 +426,8 @@ config_scan_text(const char *file, const char *text, size_t len,
 			in_load = depth == 0 && is_list &&
 				  t[1].type == T_WORD && t[1].len == 4 &&
 				  strncmp(t[1].start, "load", 4) == 0;
-			if (in_load)
+			/* `load += { ... }` adds to the list. */
+			if (in_load && t[2].len == 1)
 				scan_clear_load(sc);
 			if (!is_list && depth == 0 && t[2].type != T_NONE) {
 				const struct scan_tok *name = &t[2],
@@ -483,11 +484,12 @@ config_scan_text(const char *file, const char *text, size_t len,
 			p++;
 			cur.type = T_OTHER;
 			cur.len = 1;
-		} else if (c == '=') {
-			p++;
+		} else if (c == '=' || c == '+') {
+			/* `=` or `+=`, one sign for libconfuse. */
 			cur.type = T_EQ;
-			cur.len = 1;
-		} else if (c == '(' || c == ')' || c == '+') {
+			cur.len = c == '+' ? 2 : 1;
+			p += cur.len;
+		} else if (c == '(' || c == ')') {
 			p++;
 			cur.type = T_OTHER;
 			cur.len = 1;
