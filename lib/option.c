@@ -636,7 +636,8 @@ option_print_string(FILE *fp, const char *s)
 {
 	fputc('"', fp);
 	for (; *s != '\0'; s++) {
-		if (*s == '"' || *s == '\\')
+		/* "${" would be expanded again when the file is read. */
+		if (*s == '"' || *s == '\\' || (*s == '$' && s[1] == '{'))
 			fprintf(fp, "\\%c", *s);
 		else if (*s == '\n')
 			fputs("\\n", fp);
