@@ -272,7 +272,7 @@ fuzz_split(const char *text, size_t len, struct fuzz_env *env)
 {
 	const char *p = text, *end = text + len, *start;
 	int ninc = 0, prev = 0;
-	char name[16] = "keel.conf";
+	char name[32] = "keel.conf";
 
 	if (len >= 5 && memcmp(p, "%env ", 5) == 0) {
 		const char *nl = memchr(p, '\n', len);
