@@ -216,6 +216,30 @@ scan_expansion(struct config_scan *sc, const char *file, int line,
 	return 0;
 }
 
+/*
+ * ${VAR} inside a double-quoted string. libconfuse takes everything up to
+ * the next '}' for the name, quotes and newlines included: a '}' past the
+ * end of the string would make it read another string than the pre-scan
+ * checked (`include("a${X")` ... `}` became a broken call, and libconfuse
+ * leaked its arguments). Refused.
+ */
+static int
+scan_string_expansion(struct config_scan *sc, const char *file, int line,
+		      const char *p, const char *end, struct errbuf *eb)
+{
+	const char *close = memchr(p, '}', (size_t)(end - p));
+
+	if (close != NULL && (memchr(p, '"', (size_t)(close - p)) != NULL ||
+			      memchr(p, '\n', (size_t)(close - p)) != NULL)) {
+		errbuf_add(eb,
+			   "%s:%d: '${' is not closed before the end of the "
+			   "string",
+			   file, line);
+		return -1;
+	}
+	return scan_expansion(sc, file, line, p, end, eb);
+}
+
 /* Forget the modules of an earlier `load` (the last one counts). */
 static void
 scan_clear_load(struct config_scan *sc)
@@ -388,16 +412,17 @@ config_scan_text(const char *file, const char *text, size_t len,
 			while (p < end && *p != c) {
 				/* libconfuse honours \ escapes in both quotes.
 				 */
-				if (*p == '\\' && p + 1 < end)
-					p++;
+				int escaped = *p == '\\' && p + 1 < end;
+
+				p += escaped;
 				if (*p == '\n')
 					line++;
 				/* libconfuse expands ${VAR} in double quotes.
 				 */
-				if (c == '"' && *p == '$' && p + 1 < end &&
-				    p[1] == '{' &&
-				    scan_expansion(sc, file, line, p, end,
-						   eb) == -1)
+				if (c == '"' && !escaped && *p == '$' &&
+				    p + 1 < end && p[1] == '{' &&
+				    scan_string_expansion(sc, file, line, p,
+							  end, eb) == -1)
 					return -1;
 				p++;
 			}
