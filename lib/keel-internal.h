@@ -251,6 +251,7 @@ enum status_type {
 	STATUS_BOOL,
 	STATUS_TIME,
 	STATUS_PUSH,
+	STATUS_PUSH_LIST, /* a group whose groups are items, numbered from 1 */
 	STATUS_POP,
 };
 struct status_entry {
@@ -277,6 +278,10 @@ struct keel_status {
 struct keel_status *status_new(void);
 void status_free(struct keel_status *st);
 const char *status_text(struct keel_status *st, size_t *len);
+struct keel_status *keel_status_build(struct keel *k);
+struct evbuffer;
+int status_json(const struct keel_status *st, struct evbuffer *out);
+void keel_status_free(struct keel_status *st);
 
 /* ---- pidfile (pidfile.c) ---- */
 int pidfile_acquire(const char *path, pid_t *holder, struct errbuf *eb);
@@ -342,10 +347,13 @@ struct keel {
 	struct module_refused *refused;
 	struct keel_metric *metrics; /* the core's own */
 	struct keel_metric *m_reload_ok, *m_reload_failed;
+	struct keel_metric *m_generation, *m_reload_good, *m_reload_good_time;
+	struct keel_metric *m_start_time, *m_build_info;
 	unsigned long generation;
 	unsigned long reloads_started;
 	unsigned long reloads_done;
 	char *last_reload; /* "ok" or "failed: ..." */
+	time_t last_reload_time, last_reload_ok_time;
 	time_t started;
 	struct timespec started_mono;
 	int nsig;

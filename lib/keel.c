@@ -48,20 +48,30 @@ keel_default_statefile(const struct keel_app *app, char *buf, size_t len)
 	return buf;
 }
 
-/* Replace k->last_reload. */
+/*
+ * Record a transaction's result: k->last_reload ("ok" or "failed: FILE:LINE:
+ * message"), its time and the gauges scrapers read. @error is NULL for ok.
+ */
 static void
-keel_set_last_reload(struct keel *k, const char *fmt, const char *detail)
+keel_set_last_reload(struct keel *k, const char *error)
 {
 	char *s = NULL;
 
-	if (asprintf(&s, fmt, detail) < 0)
+	if (asprintf(&s, "%s%s", error != NULL ? "failed: " : "ok",
+		     error != NULL ? error : "") < 0)
 		return;
 	free(k->last_reload);
 	k->last_reload = s;
+	k->last_reload_time = time(NULL);
+	if (error == NULL)
+		k->last_reload_ok_time = k->last_reload_time;
+	keel_metric_set(k->m_generation, (int64_t)k->generation);
+	keel_metric_set(k->m_reload_good, error == NULL);
+	keel_metric_set(k->m_reload_good_time, (int64_t)k->last_reload_ok_time);
 }
 
 /* Build the status every consumer shares, from the one registry. */
-static struct keel_status *
+struct keel_status *
 keel_status_build(struct keel *k)
 {
 	struct keel_status *st = status_new();
@@ -87,12 +97,17 @@ keel_status_build(struct keel *k)
 	keel_status_str(st, "version", k->app->version);
 	keel_status_str(st, "state",
 			k->stopping != STOP_NONE ? "stopping" : "running");
+	keel_status_bool(st, "ready",
+			 k->stopping == STOP_NONE && k->generation > 0);
 	keel_status_int(st, "uptime",
 			(int64_t)(now.tv_sec - k->started_mono.tv_sec));
 	keel_status_time(st, "started", k->started);
+	keel_status_time(st, "now", time(NULL));
 	keel_status_uint(st, "generation", k->generation);
 	keel_status_str(st, "last-reload",
 			k->last_reload != NULL ? k->last_reload : "none");
+	keel_status_time(st, "last-reload-time", k->last_reload_time);
+	keel_status_time(st, "last-reload-success", k->last_reload_ok_time);
 	keel_status_uint(st, "reload-started", k->reloads_started);
 	keel_status_uint(st, "reload-done", k->reloads_done);
 	keel_status_uint(st, "dumps", k->dumps);
@@ -108,7 +123,7 @@ keel_status_build(struct keel *k)
  * a few MB in many small pieces, and glibc keeps freed holes resident (RSS
  * grew by that much at the first reload, measured) unless trimmed.
  */
-static void
+void
 keel_status_free(struct keel_status *st)
 {
 	status_free(st);
@@ -220,7 +235,7 @@ keel_reload_cb(evutil_socket_t fd, short what, void *arg)
 	if (reload_transaction(k, NULL, 0, &eb) == 0) {
 		keel_metric_add(k->m_reload_ok, 1);
 		k->generation++;
-		keel_set_last_reload(k, "ok%s", "");
+		keel_set_last_reload(k, NULL);
 		log_info("reload applied: generation %lu", k->generation);
 		module_notify(k, KEEL_EVENT_RELOAD);
 		notify_send(
@@ -229,9 +244,8 @@ keel_reload_cb(evutil_socket_t fd, short what, void *arg)
 	} else {
 		keel_metric_add(k->m_reload_failed, 1);
 		keel_log_errors(&eb);
-		keel_set_last_reload(k, "failed: %s",
-				     eb.first != NULL ? eb.first
-						      : "unknown error");
+		keel_set_last_reload(k, eb.first != NULL ? eb.first
+							 : "unknown error");
 		log_warnx("reload rejected: still running generation %lu",
 			  k->generation);
 		notify_send(
@@ -495,8 +509,36 @@ keel_metrics_init(struct keel *k)
 	k->m_reload_failed = metric_new(
 		&k->metrics, KEEL_METRIC_COUNTER, "config_reloads_total",
 		"Configuration reloads by result.", "result", "failed");
-	if (k->m_reload_ok == NULL || k->m_reload_failed == NULL)
+	k->m_generation =
+		metric_new(&k->metrics, KEEL_METRIC_GAUGE, "config_generation",
+			   "Configuration generation running (1 at "
+			   "start, +1 per applied reload).",
+			   NULL, NULL);
+	k->m_reload_good = metric_new(
+		&k->metrics, KEEL_METRIC_GAUGE, "config_last_reload_successful",
+		"Whether the last configuration reload succeeded.", NULL, NULL);
+	k->m_reload_good_time = metric_new(
+		&k->metrics, KEEL_METRIC_GAUGE,
+		"config_last_reload_success_timestamp_seconds",
+		"Time of the last successful configuration load, in seconds "
+		"since the epoch.",
+		NULL, NULL);
+	k->m_start_time =
+		metric_new(&k->metrics, KEEL_METRIC_GAUGE, "start_time_seconds",
+			   "Start time of the process, in seconds "
+			   "since the epoch.",
+			   NULL, NULL);
+	k->m_build_info =
+		metric_new(&k->metrics, KEEL_METRIC_GAUGE, "build_info",
+			   "Always 1; the version in its label.", "version",
+			   k->app->version);
+	if (k->m_reload_ok == NULL || k->m_reload_failed == NULL ||
+	    k->m_generation == NULL || k->m_reload_good == NULL ||
+	    k->m_reload_good_time == NULL || k->m_start_time == NULL ||
+	    k->m_build_info == NULL)
 		return -1;
+	keel_metric_set(k->m_build_info, 1);
+	keel_metric_set(k->m_start_time, (int64_t)k->started);
 	for (i = 0; i < k->nsig; i++) {
 		k->sig_count[i] = metric_new(&k->metrics, KEEL_METRIC_COUNTER,
 					     "signals_total",
@@ -729,7 +771,7 @@ keel_main_run(const struct keel_options *opt)
 	if (reload_transaction(k, cfg, 0, &eb) == -1)
 		return keel_start_failed(k, &eb);
 	k->generation = 1;
-	keel_set_last_reload(k, "ok%s", "");
+	keel_set_last_reload(k, NULL);
 	user = k->core.user;
 	group = k->core.group;
 	keel_make_state_dir(k);

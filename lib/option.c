@@ -7,6 +7,8 @@
  */
 #include "keel-internal.h"
 
+#include <keel/net.h>
+
 #include <ctype.h>
 #include <errno.h>
 #include <event2/util.h>
@@ -195,25 +197,6 @@ option_bool(const char *text, int *out)
 	return -1;
 }
 
-/*
- * HOST:PORT with the port written: "1.2.3.4:80" or "[::1]:80" (a bare IPv6
- * address such as "::1" would parse as port 0).
- */
-static int
-option_has_port(const char *text)
-{
-	const char *colon = text[0] == '[' ? strstr(text, "]:") : NULL;
-
-	if (text[0] == '[')
-		colon = colon != NULL ? colon + 1 : NULL;
-	else if ((colon = strchr(text, ':')) != NULL &&
-		 strchr(colon + 1, ':') != NULL)
-		colon = NULL;
-	if (colon == NULL || colon[1] == '\0')
-		return 0;
-	return strspn(colon + 1, "0123456789") == strlen(colon + 1);
-}
-
 /* Write "OPT 'VALUE' is not one of A, B, C". */
 static void
 option_enum_error(const struct keel_option *o, const char *text, char *err,
@@ -341,13 +324,10 @@ option_parse(const struct keel_option *o, const char *text, void *conf,
 	case KEEL_OPT_HOSTPORT: {
 		struct keel_hostport *hp = (struct keel_hostport *)(void *)slot;
 		struct sockaddr_storage ss;
-		int len = (int)sizeof(ss);
+		socklen_t len;
 		char *copy;
 
-		memset(&ss, 0, sizeof(ss));
-		if (!option_has_port(text) ||
-		    evutil_parse_sockaddr_port(text, (struct sockaddr *)&ss,
-					       &len) == -1) {
+		if (keel_hostport_parse(text, &ss, &len) == -1) {
 			snprintf(
 				err, errlen,
 				"%s '%s' is not a numeric HOST:PORT (IPv6 as [ADDR]:PORT)",
@@ -362,7 +342,7 @@ option_parse(const struct keel_option *o, const char *text, void *conf,
 		free(hp->text);
 		hp->text = copy;
 		hp->addr = ss;
-		hp->len = (socklen_t)len;
+		hp->len = len;
 		break;
 	}
 	case KEEL_OPT_LIST: {

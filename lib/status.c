@@ -199,6 +199,13 @@ keel_status_push(struct keel_status *st, const char *key)
 	status_append(st, STATUS_PUSH, key);
 }
 
+/* Open a list. */
+void
+keel_status_push_list(struct keel_status *st, const char *key)
+{
+	status_append(st, STATUS_PUSH_LIST, key);
+}
+
 /* Close a group. */
 void
 keel_status_pop(struct keel_status *st)
@@ -302,6 +309,9 @@ const char *
 status_text(struct keel_status *st, size_t *len)
 {
 	const char *path[STATUS_MAX_DEPTH];
+	char index[STATUS_MAX_DEPTH][24];
+	unsigned long items[STATUS_MAX_DEPTH + 1] = { 0 };
+	int list[STATUS_MAX_DEPTH + 1] = { 0 }; /* depth d is inside a list */
 	struct status_out o = { NULL, 0, 0, 0 };
 	size_t i;
 	int depth = 0, d;
@@ -310,9 +320,19 @@ status_text(struct keel_status *st, size_t *len)
 	for (i = 0; i < st->n; i++) {
 		const struct status_entry *e = &st->e[i];
 
-		if (e->type == STATUS_PUSH) {
-			if (depth < STATUS_MAX_DEPTH)
+		if (e->type == STATUS_PUSH || e->type == STATUS_PUSH_LIST) {
+			if (depth < STATUS_MAX_DEPTH) {
 				path[depth] = e->key != NULL ? e->key : "";
+				if (list[depth]) {
+					/* An item: its number is its key. */
+					snprintf(index[depth],
+						 sizeof(index[depth]), "%lu",
+						 ++items[depth]);
+					path[depth] = index[depth];
+				}
+				list[depth + 1] = e->type == STATUS_PUSH_LIST;
+				items[depth + 1] = 0;
+			}
 			depth++;
 			continue;
 		}

@@ -77,8 +77,12 @@ KEEL_EXPORT void keel_status_bool(struct keel_status *st, const char *key,
 KEEL_EXPORT void keel_status_time(struct keel_status *st, const char *key,
 				  time_t value);
 /** Open a group of fields under @p key (a client, say); close it with
- * keel_status_pop(). */
+ * keel_status_pop(). Inside a list, @p key is ignored (NULL will do): the
+ * group is the list's next item. */
 KEEL_EXPORT void keel_status_push(struct keel_status *st, const char *key);
+/** Open a list under @p key: its groups are items (`peers.1.addr` in
+ * text, an array in JSON); close it with keel_status_pop(). */
+KEEL_EXPORT void keel_status_push_list(struct keel_status *st, const char *key);
 KEEL_EXPORT void keel_status_pop(struct keel_status *st);
 
 KEEL_END_DECLS
