@@ -78,6 +78,7 @@ struct keel_serial {
 	char *lockfile; /* allocated while we may hold it */
 	int have_lock;
 	char why[256];
+	time_t why_time; /* when the last failure was */
 	int last_err_logged;
 	struct timeval last_rx;
 	int watch_wd;
@@ -692,6 +693,7 @@ serial_abandon_job(struct keel_serial *s)
 static void
 serial_log_failure(struct keel_serial *s, int err)
 {
+	s->why_time = time(NULL);
 	if (s->last_err_logged != err) {
 		keel_log_limit(&s->rl, KEEL_LOG_WARNING,
 			       "serial %s: %s: %s (retrying)", s->name,
@@ -730,6 +732,7 @@ static void
 serial_hangup(struct keel_serial *s, const char *why)
 {
 	snprintf(s->why, sizeof(s->why), "%s", why);
+	s->why_time = time(NULL);
 	keel_log_limit(&s->rl, KEEL_LOG_WARNING, "serial %s: %s: %s; reopening",
 		       s->name, s->device, why);
 	s->stats.hangups++;
@@ -917,8 +920,7 @@ serial_opened(struct keel_serial *s, int fd)
 	 * the process's inotify descriptor stay for as long as it is open). */
 	serial_unwatch(s);
 	s->attempt = 0;
-	s->stats.opens++;
-	s->why[0] = '\0';
+	s->stats.opens++; /* s->why stays: the last failure, for status */
 	s->last_err_logged = 0;
 	event_base_gettimeofday_cached(s->base, &s->last_rx);
 	if (s->p.idle_timeout > 0) {
@@ -1324,22 +1326,36 @@ keel_serial_is_open(const struct keel_serial *s)
 	return s->state == S_OPEN;
 }
 
-/* A word for status lines. */
+/* A word for status lines: open, opening or waiting. */
 const char *
 keel_serial_state(const struct keel_serial *s)
 {
-	static char buf[300];
-
 	switch (s->state) {
 	case S_OPEN:
 		return "open";
 	case S_OPENING:
 		return "opening";
 	default:
-		snprintf(buf, sizeof(buf), "waiting: %s",
-			 s->why[0] ? s->why : "not opened yet");
-		return buf;
+		return "waiting";
 	}
+}
+
+/* Why the device is not open (or last failed), and when. */
+const char *
+keel_serial_error(const struct keel_serial *s, time_t *when)
+{
+	if (when != NULL)
+		*when = s->why[0] != '\0' ? s->why_time : 0;
+	if (s->state == S_WAITING && s->why[0] == '\0')
+		return "not opened yet";
+	return s->why;
+}
+
+/* When bytes last came from the device (seconds since the epoch). */
+time_t
+keel_serial_last_rx(const struct keel_serial *s)
+{
+	return s->stats.bytes_in > 0 ? s->last_rx.tv_sec : 0;
 }
 
 /* Counters. */

@@ -14,6 +14,7 @@
 #include <keel/export.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 KEEL_BEGIN_DECLS
 
@@ -139,8 +140,20 @@ KEEL_EXPORT void keel_serial_wake(struct keel_serial *s);
 /** @return non-zero when the device is open. */
 KEEL_EXPORT int keel_serial_is_open(const struct keel_serial *s);
 
-/** @return "open", "opening" or "waiting: <last failure>". */
+/** @return "open", "opening" or "waiting" (for the device, or to retry). */
 KEEL_EXPORT const char *keel_serial_state(const struct keel_serial *s);
+
+/**
+ * @return the last failure of the port (open error, hang-up), "" when
+ * none, "not opened yet" before the first attempt; @p when (if not NULL)
+ * gets its time in seconds since the epoch, 0 for none.
+ */
+KEEL_EXPORT const char *keel_serial_error(const struct keel_serial *s,
+					  time_t *when);
+
+/** @return when bytes last came from the device (seconds since the
+ * epoch), 0 when never. */
+KEEL_EXPORT time_t keel_serial_last_rx(const struct keel_serial *s);
 
 /** @return the port's counters. */
 KEEL_EXPORT const struct keel_serial_stats *keel_serial_stats(

@@ -68,6 +68,9 @@ enum {
 	M_KICKED,
 	M_SLOW_DISCONNECTS,
 	M_CLIENTS,
+	M_UP,
+	M_NET_RX,
+	M_NET_TX,
 	M_COUNT
 };
 
@@ -90,9 +93,10 @@ static const struct {
 	[M_HANGUPS] = { "hangups_total",
 			"Hang-ups, removals and idle timeouts of the device",
 			KEEL_METRIC_COUNTER, STAT(hangups) },
-	[M_DROPS] = { "drops_total", "Bytes for the device that were dropped",
+	[M_DROPS] = { "dropped_bytes_total",
+		      "Bytes for the device that were dropped",
 		      KEEL_METRIC_COUNTER, STAT(drops) },
-	[M_CLIENT_DROPS] = { "client_drops_total",
+	[M_CLIENT_DROPS] = { "client_dropped_bytes_total",
 			     "Bytes for slow clients that were dropped",
 			     KEEL_METRIC_COUNTER, -1 },
 	[M_ACCEPTED] = { "accepted_total", "Clients accepted",
@@ -105,6 +109,11 @@ static const struct {
 				 "Clients disconnected for being too slow",
 				 KEEL_METRIC_COUNTER, -1 },
 	[M_CLIENTS] = { "clients", "Clients connected", KEEL_METRIC_GAUGE, -1 },
+	[M_UP] = { "up", "Whether the device is open", KEEL_METRIC_GAUGE, -1 },
+	[M_NET_RX] = { "net_rx_bytes_total", "Bytes received from clients",
+		       KEEL_METRIC_COUNTER, -1 },
+	[M_NET_TX] = { "net_tx_bytes_total", "Bytes sent to clients",
+		       KEEL_METRIC_COUNTER, -1 },
 };
 
 struct port;
@@ -284,6 +293,7 @@ client_read_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (total > 0) {
 		cl->rx += total;
+		keel_metric_add(cl->p->mt[M_NET_RX], total);
 		event_base_gettimeofday_cached(keel_module_base(cl->p->m),
 					       &cl->last);
 	}
@@ -317,6 +327,7 @@ client_flush(struct client *cl)
 	}
 	if (n > 0) {
 		cl->tx += (uint64_t)n;
+		keel_metric_add(p->mt[M_NET_TX], (uint64_t)n);
 		event_base_gettimeofday_cached(keel_module_base(p->m),
 					       &cl->last);
 	}
@@ -673,17 +684,23 @@ port_resume_device(struct port *p)
 static void
 dev_opened_cb(struct keel_serial *s, void *arg)
 {
+	struct port *p = arg;
+
 	(void)s;
-	port_pause_clients(arg, 0);
+	keel_metric_set(p->mt[M_UP], 1);
+	port_pause_clients(p, 0);
 }
 
 /* The device went away: what clients send now is dropped and counted. */
 static void
 dev_closed_cb(struct keel_serial *s, const char *why, void *arg)
 {
+	struct port *p = arg;
+
 	(void)s;
 	(void)why;
-	port_pause_clients(arg, 0);
+	keel_metric_set(p->mt[M_UP], 0);
+	port_pause_clients(p, 0);
 }
 
 /* Room towards the device again. */
@@ -1097,13 +1114,15 @@ serial_status(struct keel_instance *in, struct keel_status *st)
 	struct port *p = keel_instance_data(in);
 	struct client *cl;
 	char buf[32];
-	int i = 0;
+	time_t when;
 
 	if (p == NULL) {
 		keel_status_str(st, "state", "failed");
 		return;
 	}
 	keel_status_str(st, "state", keel_serial_state(p->dev));
+	keel_status_str(st, "error", keel_serial_error(p->dev, &when));
+	keel_status_time(st, "error_time", when);
 	keel_status_str(st, "device", p->c->device);
 	keel_status_uint(st, "speed", p->line.speed);
 	keel_status_str(st, "format",
@@ -1111,16 +1130,21 @@ serial_status(struct keel_instance *in, struct keel_status *st)
 	keel_status_str(st, "flow", flow_words[p->line.flow]);
 	keel_status_str(st, "listen", p->c->listen.text);
 	keel_status_int(st, "max_clients", p->c->max_clients);
+	keel_status_uint(st, "device_queue", keel_serial_output_length(p->dev));
+	keel_status_time(st, "last_rx", keel_serial_last_rx(p->dev));
+	keel_status_push_list(st, "peers");
 	for (cl = p->clients; cl != NULL; cl = cl->next) {
-		snprintf(buf, sizeof(buf), "client %d", ++i);
-		keel_status_push(st, buf);
+		keel_status_push(st, NULL);
 		keel_status_str(st, "peer", cl->peer);
 		keel_status_time(st, "since", cl->since);
 		keel_status_uint(st, "rx_bytes", cl->rx);
 		keel_status_uint(st, "tx_bytes", cl->tx);
 		keel_status_uint(st, "dropped_bytes", cl->dropped);
+		keel_status_uint(st, "queue", evbuffer_get_length(cl->out));
+		keel_status_bool(st, "lagging", cl->lagging);
 		keel_status_pop(st);
 	}
+	keel_status_pop(st);
 }
 
 /* SIGALRM, keeld -s wake: every waiting device retries now. */

@@ -136,7 +136,7 @@ def sha(data):
 
 def statuses(k):
     """{port: {field: value}} from the `serial.PORT.FIELD: VALUE` lines of
-    keeld -s status (a client's fields as 'client N.peer'); numbers as ints."""
+    keeld -s status (a client's fields as 'peers.N.peer'); numbers as ints."""
     rc, out, err = k.ctl("status")
     if rc != 0:
         raise AssertionError("keeld -s status failed (%d): %s" % (rc, err))

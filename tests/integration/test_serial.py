@@ -48,7 +48,7 @@ class DataIntegrity(SerialBase):
         st = port_status(self.k, "a")
         self.assertEqual(st["rx_bytes_total"], n)
         self.assertEqual(st["tx_bytes_total"], n)
-        self.assertEqual(st["drops_total"], 0)
+        self.assertEqual(st["dropped_bytes_total"], 0)
 
     def test_a_lone_slow_client_loses_nothing(self):
         # Back-pressure, not drops: with every client full, keel stops
@@ -65,7 +65,7 @@ class DataIntegrity(SerialBase):
         self.assertTrue(t.is_alive(), "the writer should be held back by the full pty")
         self.assertEqual(recv_exact(c, n), sha(data))
         t.join(30)
-        self.assertEqual(port_status(self.k, "a")["client_drops_total"], 0)
+        self.assertEqual(port_status(self.k, "a")["client_dropped_bytes_total"], 0)
 
     def test_a_stuck_client_holds_the_device_only_for_stall_timeout(self):
         # Alive but never reading: back-pressure waits stall-timeout, then
@@ -81,7 +81,7 @@ class DataIntegrity(SerialBase):
         t.join(30)
         self.assertFalse(t.is_alive(), "the device stayed held by a stuck client")
         st = port_status(self.k, "a")
-        self.assertGreater(st["client_drops_total"], 0)
+        self.assertGreater(st["client_dropped_bytes_total"], 0)
         self.assertEqual(st["rx_bytes_total"], n)
         self.assertEqual(st["clients"], 1)
 
@@ -136,7 +136,7 @@ class Reappear(SerialBase):
         holder = os.open(self.pty.slave_path, os.O_RDWR | os.O_NOCTTY)
         fcntl.flock(holder, fcntl.LOCK_EX)
         self.k.start()
-        wait_for(lambda: "in use by another process" in port_status(self.k, "a")["state"], 5)
+        wait_for(lambda: "in use by another process" in port_status(self.k, "a")["error"], 5)
         fcntl.flock(holder, fcntl.LOCK_UN)
         os.close(holder)
         time.sleep(1.0)
@@ -151,7 +151,7 @@ class Reappear(SerialBase):
         with open(lock, "w") as f:
             f.write("%10d\n" % os.getpid())
         self.k.start()
-        wait_for(lambda: "locked by pid %d" % os.getpid() in port_status(self.k, "a")["state"], 5)
+        wait_for(lambda: "locked by pid %d" % os.getpid() in port_status(self.k, "a")["error"], 5)
         os.unlink(lock)
         self.assertEqual(self.k.ctl("wake")[0], 0)
         wait_open(self.k, "a", timeout=1)
@@ -166,7 +166,7 @@ class MissingAtStart(unittest.TestCase):
             k.write(serial_section("a", link, port, k.dir, "  retry-min = 30\n  retry-max = 30\n")
                     .replace("  retry-min = 0.05\n  retry-max = 0.5\n", ""))
             k.start()
-            self.assertIn("No such file or directory", port_status(k, "a")["state"])
+            self.assertIn("No such file or directory", port_status(k, "a")["error"])
             # keeld serves meanwhile.
             self.assertEqual(k.ctl("status")[0], 0)
             time.sleep(0.3)
