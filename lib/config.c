@@ -954,6 +954,43 @@ config_current_title(cfg_t *cs, const char *name)
 }
 
 /*
+ * Has this message been reported at this line already? libconfuse calls
+ * the validator of a list once per element and again at its end, each time
+ * with the whole list so far: each wrong element is reported once.
+ */
+static struct {
+	char text[900]; /* FILE\nMESSAGE */
+	int line;
+} config_seen[8];
+static unsigned int config_seen_next;
+
+/* A new parse: nothing reported yet. */
+static void
+config_reported_reset(void)
+{
+	memset(config_seen, 0, sizeof(config_seen));
+	config_seen_next = 0;
+}
+
+static int
+config_reported(const cfg_t *cs, const char *msg)
+{
+	char key[900];
+	unsigned int i;
+
+	snprintf(key, sizeof(key), "%s\n%s",
+		 cs->filename != NULL ? cs->filename : "", msg);
+	for (i = 0; i < 8; i++)
+		if (config_seen[i].line == cs->line &&
+		    strcmp(config_seen[i].text, key) == 0)
+			return 1;
+	i = config_seen_next++ % 8;
+	snprintf(config_seen[i].text, sizeof(config_seen[i].text), "%s", key);
+	config_seen[i].line = cs->line;
+	return 0;
+}
+
+/*
  * libconfuse calls this for every value as it is set, at its own line: an
  * option written twice is checked twice (only the last one is kept). A
  * wrong value is reported with `FILE:LINE:` and the parse goes on, so that
@@ -986,8 +1023,13 @@ config_validate_value(cfg_t *cs, cfg_opt_t *opt)
 
 		if (option_parse(o, v != NULL ? v : "", scratch, err,
 				 sizeof(err)) == -1) {
-			cfg_error(cs, "%s%s", where, err);
-			break;
+			char msg[830];
+
+			snprintf(msg, sizeof(msg), "%s%s", where, err);
+			if (!config_reported(cs, msg))
+				cfg_error(cs, "%s", msg);
+			if (o->type != KEEL_OPT_LIST)
+				break;
 		}
 	}
 	option_free_one(o, scratch);
@@ -1718,6 +1760,7 @@ config_parse(struct keel *k, struct config *c, struct errbuf *eb)
 	config_ctx.root = cfg;
 	config_ctx.title_cs = NULL;
 	config_ctx.ncursor = 0;
+	config_reported_reset();
 	rc = cfg_parse_fp(cfg, fp);
 	config_ctx.root = NULL;
 	config_lexer_reset();
