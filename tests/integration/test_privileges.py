@@ -17,6 +17,7 @@ import re
 import signal
 import stat
 import subprocess
+import time
 import unittest
 
 from keeltest import HEARTBEAT, Keeld, main, wait_for
@@ -321,6 +322,26 @@ class Pidfile(Base):
         self.assertTrue(k.alive())
         k.kill(signal.SIGTERM)
         self.assertEqual(k.wait_exit(10), 0)
+
+
+@unittest.skipUnless(os.geteuid() == 0, "needs root")
+class Operator(unittest.TestCase):
+    def test_status_without_permission_to_signal_reads_the_state_file(self):
+        """keeld runs as root; `keeld -s status` by an operator who may not
+        signal it prints the state file as last written, and its age."""
+        k = Keeld(HEARTBEAT % ("tick", 0.2))
+        self.addCleanup(k.close)
+        os.chmod(k.dir, 0o755)
+        k.start()
+        time.sleep(1.2)
+        r = subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup",
+                            "--clear-groups"] + k.argv("-s", "status"),
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("pid: %d\n" % k.pid, r.stdout)
+        self.assertRegex(r.stderr, r"not allowed to signal pid %d: the status as it wrote it \d+ s ago"
+                         % k.pid)
+        self.assertTrue(k.alive())
 
 
 if __name__ == "__main__":
