@@ -117,6 +117,12 @@ class Page(unittest.TestCase):
     def port(self, name):
         return self.status().get("serial", {}).get(name, {})
 
+    def clients(self, name):
+        """The clients gauge (clients_connected, or clients when a number)."""
+        p = self.port(name)
+        n = p.get("clients_connected", p.get("clients"))
+        return n if isinstance(n, int) else -1
+
     def browser(self):
         if find_chromium() is None:
             self.fail("chromium is not installed: run scripts/deps test (Debian package chromium)")
@@ -158,8 +164,7 @@ class Page(unittest.TestCase):
         self.addCleanup(client.close)
         peer = "127.0.0.1:%d" % client.getsockname()[1]
         client.sendall(b"$PMTK000*32\r\n")
-        wait_for(lambda: self.port("gps").get("clients_connected") == 1, 5, 0.1,
-                 what="the client in /status")
+        wait_for(lambda: self.clients("gps") == 1, 5, 0.1, what="the client in /status")
 
         c = self.browser()
         c.open(self.base)
