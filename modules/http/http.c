@@ -39,10 +39,14 @@
  * What does not fit waits in the response's evbuffer: in flight.
  */
 #define HTTP_SNDBUF      65536
-#define HTTP_PAGE_MARKER "<!--KEEL-TABLE-->"
 
+/* The page, from page.html by embed.cmake: its bytes, where the table goes
+ * (the marker's span) and the Content-Security-Policy that fits it. */
 extern const unsigned char http_page[];
 extern const unsigned long http_page_len;
+extern const unsigned long http_page_table_at;
+extern const unsigned long http_page_table_end;
+extern const char http_page_csp[];
 
 /* The section, as the framework fills it. */
 struct http_conf {
@@ -622,7 +626,16 @@ http_page_table(struct http *h, struct evbuffer *b)
 		evbuffer_add(b, "\"><td>", 6);
 		html_escaped(b, name);
 		evbuffer_add(b, "</td>", 5);
-		html_cell(b, json_object_get(p, "state"));
+		{
+			const char *word =
+				json_string_value(json_object_get(p, "state"));
+
+			evbuffer_add_printf(b, "<td class=\"st-");
+			html_escaped(b, word != NULL ? word : "unknown");
+			evbuffer_add(b, "\">", 2);
+			html_escaped(b, word != NULL ? word : "unknown");
+			evbuffer_add(b, "</td>", 5);
+		}
 		html_cell(b, json_object_get(p, "device"));
 		html_cell(b, json_object_get(p, "clients"));
 		html_cell(b, json_object_get(p, "rx_bytes_total"));
@@ -635,32 +648,26 @@ http_page_table(struct http *h, struct evbuffer *b)
 		evbuffer_free(js);
 }
 
-/* GET / : the page, with the table put in at its marker. */
+/*
+ * GET / : the page, with the table put in at its marker, under a
+ * Content-Security-Policy that allows its own script and style only (their
+ * hashes, computed by embed.cmake).
+ */
 static void
 http_page_reply(struct http *h, struct evhttp_request *req)
 {
 	struct evbuffer *b = evbuffer_new();
-	const char *at = NULL;
-	size_t mlen = strlen(HTTP_PAGE_MARKER), i;
 
 	if (b == NULL) {
 		evhttp_send_error(req, 500, NULL);
 		return;
 	}
-	for (i = 0; i + mlen <= http_page_len; i++)
-		if (memcmp(http_page + i, HTTP_PAGE_MARKER, mlen) == 0) {
-			at = (const char *)http_page + i;
-			break;
-		}
-	if (at == NULL) {
-		evbuffer_add(b, http_page, http_page_len);
-	} else {
-		size_t before = (size_t)(at - (const char *)http_page);
-
-		evbuffer_add(b, http_page, before);
-		http_page_table(h, b);
-		evbuffer_add(b, at + mlen, http_page_len - before - mlen);
-	}
+	evbuffer_add(b, http_page, http_page_table_at);
+	http_page_table(h, b);
+	evbuffer_add(b, http_page + http_page_table_end,
+		     http_page_len - http_page_table_end);
+	evhttp_add_header(evhttp_request_get_output_headers(req),
+			  "Content-Security-Policy", http_page_csp);
 	http_reply(h, req, 200, "OK", "text/html; charset=utf-8", b);
 }
 
