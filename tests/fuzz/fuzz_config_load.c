@@ -2,7 +2,7 @@
 /*
  * libFuzzer harness for the whole configuration load: the pre-scan,
  * libconfuse with the schema of the core and of every shipped module
- * (heartbeat, serial, sim, built in as in keelall), include(), ${VAR}
+ * (heartbeat, http, serial, sim, built in), include(), ${VAR}
  * expansion, the conversion and checks of every option, then the `keeld -t`
  * transaction (KEEL_PREPARE_CHECK: the modules' prepare hooks check and
  * open nothing), optionally against a previous generation of running
@@ -58,11 +58,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 extern const struct keel_module_desc keel_builtin_heartbeat;
 extern const struct keel_module_desc keel_builtin_sim;
 extern const struct keel_module_desc keel_builtin_serial;
+extern const struct keel_module_desc keel_builtin_http;
 
 static const struct keel_module_desc *const fuzz_modules[] = {
 	&keel_builtin_heartbeat,
 	&keel_builtin_sim,
 	&keel_builtin_serial,
+	&keel_builtin_http,
 	NULL,
 };
 
