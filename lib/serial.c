@@ -23,7 +23,8 @@
 #define SERIAL_LOG_WINDOW  10.0 /* seconds; device lines per port ... */
 #define SERIAL_LOG_BURST   20   /* ... at most this many per window */
 #define SERIAL_READ_MAX    ((size_t)64 * 1024) /* gathered per read callback */
-#define SERIAL_READ_CHUNK  ((size_t)4096)      /* asked of one read() */
+#define SERIAL_READ_CHUNK  ((size_t)16384)     /* asked of one read() */
+#define SERIAL_READ_MORE   ((size_t)2048)      /* a read this big: read again */
 #define SERIAL_JITTER      0.2
 #define SERIAL_OPENERS_MAX 32 /* open() threads at once, process-wide */
 
@@ -785,15 +786,16 @@ serial_write_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
- * The device is readable: one read(). A tty hands out at most what its line
- * discipline holds (4095 bytes, N_TTY_BUF_SIZE less one), so a short read
- * means drained, and a read that fills SERIAL_READ_CHUNK is followed by
- * another, up to SERIAL_READ_MAX. Reading on until EAGAIN cost one failed
- * read() per wake; the poll is level-triggered, so what arrives later wakes
- * the loop again. libevent makes the 4 KiB asked an 8 KiB chunk (a power
- * of two with its header), far below glibc's mmap threshold (128 KiB): no
- * mmap/munmap per read. 0 or EIO is a hang-up: close at once, or EV_READ
- * fires forever.
+ * The device is readable. A tty hands out at most what its line
+ * discipline holds (about 4 KiB) a read. A read that small means drained:
+ * no read() just to see EAGAIN (the poll is level-triggered and wakes the
+ * loop again), so a paced packet costs one read. A read of at least
+ * SERIAL_READ_MORE means the device is streaming and more is likely
+ * queued behind it: read on, up to SERIAL_READ_MAX, and hand it over in
+ * one piece (one write to a client per 64 KiB in bulk, not per 4 KiB).
+ * libevent makes the 16 KiB asked a 32 KiB chunk (a power of two with its
+ * header), below glibc's mmap threshold (128 KiB): no mmap/munmap per
+ * read. 0 or EIO is a hang-up: close at once, or EV_READ fires forever.
  */
 static void
 serial_read_cb(evutil_socket_t fd, short what, void *arg)
@@ -814,7 +816,7 @@ serial_read_cb(evutil_socket_t fd, short what, void *arg)
 			v.iov_len = (size_t)n;
 			evbuffer_commit_space(s->in, &v, 1);
 			total += (size_t)n;
-			if ((size_t)n < asked)
+			if ((size_t)n < asked && (size_t)n < SERIAL_READ_MORE)
 				break; /* drained */
 			continue;
 		}

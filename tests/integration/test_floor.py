@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 import tty
 import unittest
@@ -147,6 +148,45 @@ class Floor(unittest.TestCase):
         if counts and not SANITIZE:  # ASan's allocator maps memory of its own
             self.assertEqual(counts.get("mmap", 0) + counts.get("munmap", 0), 0,
                              "mmap/munmap in steady state")
+
+    def test_bulk_from_the_device_is_gathered(self):
+        """Streaming, the device is read on while it has more (a read of
+        2 KiB or more), and what was read goes to the client in one write:
+        not one loop turn and one socket write per 4 KiB tty read."""
+        k, ptys, ports = self.start_ports(1)
+        k.start()
+        k.wait_log(r"p0: .* open", 10)
+        c = connect(ports[0])
+        self.addCleanup(c.close)
+        wait_for(lambda: "client" in k.log() and "connected" in k.log(), 5)
+        total = 8 << 20
+        chunk = bytes(range(256)) * 256
+        done = []
+
+        def writer():
+            os.set_blocking(ptys[0], True)
+            left = total
+            while left > 0:
+                left -= os.write(ptys[0], chunk[:min(len(chunk), left)])
+            done.append(1)
+        io0 = proc_io(k.pid)
+        t = threading.Thread(target=writer, daemon=True)
+        t.start()
+        got = 0
+        c.settimeout(30)
+        while got < total:
+            b = c.recv(1 << 20)
+            self.assertTrue(b, "connection closed after %d bytes" % got)
+            got += len(b)
+        t.join(30)
+        io1 = proc_io(k.pid)
+        mb = total / 1e6
+        reads = (io1["syscr"] - io0["syscr"]) / mb
+        writes = (io1["syscw"] - io0["syscw"]) / mb
+        print("  bulk device->client: %.0f reads, %.0f writes per MB" % (reads, writes))
+        # A tty read gives about 4 KiB: 240 a MB at best. Writes gathered
+        # per 64 KiB would be 16 a MB; one per read would be about 240.
+        self.assertLess(writes, 120, "one client write per tty read")
 
     def test_many_ports_take_their_lock_once(self):
         n = 200  # more than the 32 opens at a time, fewer than select's 1024 fds
