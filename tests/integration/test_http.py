@@ -125,6 +125,19 @@ class Metrics(unittest.TestCase):
         self.assertIn('keeld_serial_tx_bytes_total{port="p0"} 5', text)
         self.assertIn('keeld_serial_net_rx_bytes_total{port="p0"} 5', text)
         self.assertIn('keeld_serial_clients{port="p0"} 1', text)
+        # Keep-alive scrapes of a response over libevent's 16 KiB a write
+        # are not held by Nagle until the client's delayed ACK (40 ms each).
+        self.assertGreater(len(body), 16384)
+        keep = http.client.HTTPConnection("127.0.0.1", ports[-1], timeout=10)
+        self.addCleanup(keep.close)
+        keep.request("GET", "/metrics")
+        keep.getresponse().read()
+        t0 = time.monotonic()
+        for _ in range(10):
+            keep.request("GET", "/metrics")
+            keep.getresponse().read()
+        took = time.monotonic() - t0
+        self.assertLess(took, 0.3, "10 keep-alive scrapes took %.3f s" % took)
         # A failed reload shows in the reload families.
         k.write(sims_and_ports(k, self.N, ports) + "http {\n  listen = { \"nowhere\" }\n}\n")
         k.kill(signal.SIGHUP)
