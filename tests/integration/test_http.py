@@ -443,14 +443,17 @@ class Limits(unittest.TestCase):
 
 
 class Drain(unittest.TestCase):
-    def test_sigterm_drains_a_slow_response_then_exits(self):
+    def start_with_a_slow_reader(self, shutdown_timeout):
+        """keeld with 200 ports (a /metrics of some 280 KB), and a client
+        that asked for it and does not read (a 4 KiB receive buffer)."""
         n = 200
         ports = free_ports(n + 1)
         k = Keeld("", modules=("sim", "serial", "http"))
         self.addCleanup(k.close)
         k.write(sims_and_ports(k, n, ports) + 'http {\n  listen = { "127.0.0.1:%d" }\n}\n' % ports[-1])
         with open(k.conf) as f:
-            text = f.read().replace("shutdown-timeout = 5", "shutdown-timeout = 20")
+            text = f.read().replace("shutdown-timeout = 5",
+                                    "shutdown-timeout = %d" % shutdown_timeout)
         with open(k.conf, "w") as f:
             f.write(text)
         k.start()
@@ -459,7 +462,6 @@ class Drain(unittest.TestCase):
         self.addCleanup(ready.close)
         ready.request("GET", "/readyz")
         self.assertEqual(ready.getresponse().read(), b"ready\n")
-        # A client that reads slowly: a small receive buffer, a big response.
         slow = socket.socket()
         slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         slow.connect(("127.0.0.1", ports[-1]))
@@ -469,13 +471,17 @@ class Drain(unittest.TestCase):
         k.kill(signal.SIGTERM)
         time.sleep(0.3)
         self.assertTrue(k.alive(), "exited with a response in flight")
+        return k, ports[-1], ready, slow
+
+    def test_sigterm_drains_a_slow_response_then_exits(self):
+        k, port, ready, slow = self.start_with_a_slow_reader(20)
         # Not ready any more, on a connection that was already open.
         ready.request("GET", "/readyz")
         r = ready.getresponse()
         self.assertEqual((r.status, r.read()), (503, b"not ready: draining\n"))
         # New connections are refused: the listener is closed.
         with self.assertRaises(OSError):
-            get(ports[-1], "/livez", timeout=2)
+            get(port, "/livez", timeout=2)
         got = b""
         slow.settimeout(10)
         while True:
@@ -491,30 +497,11 @@ class Drain(unittest.TestCase):
         self.assertIn("http: draining", k.log())
 
     def test_second_sigterm_stops_at_once(self):
-        n = 200
-        ports = free_ports(n + 1)
-        k = Keeld("", modules=("sim", "serial", "http"))
-        self.addCleanup(k.close)
-        k.write(sims_and_ports(k, n, ports) + 'http {\n  listen = { "127.0.0.1:%d" }\n}\n' % ports[-1])
-        with open(k.conf) as f:
-            text = f.read().replace("shutdown-timeout = 5", "shutdown-timeout = 30")
-        with open(k.conf, "w") as f:
-            f.write(text)
-        k.start()
-        slow = socket.socket()
-        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        slow.connect(("127.0.0.1", ports[-1]))
-        self.addCleanup(slow.close)
-        slow.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        time.sleep(0.5)
-        k.kill(signal.SIGTERM)
-        time.sleep(0.5)
-        self.assertTrue(k.alive(), "exited with a response in flight")
+        k, port, ready, slow = self.start_with_a_slow_reader(30)
         t0 = time.monotonic()
         k.kill(signal.SIGTERM)
         k.wait_exit(5)
         self.assertLess(time.monotonic() - t0, 2.0)
-
 
 if __name__ == "__main__":
     main()
