@@ -1170,6 +1170,27 @@ config_opt_line(const struct config *c, const struct config_section *sec,
 	return sec != NULL && sec->pos != NULL ? sec->pos->line : 0;
 }
 
+/* Is @option written in @sec (or at the top level when @sec is NULL)? */
+static int
+config_opt_written(const struct config *c, const struct config_section *sec,
+		   const char *option)
+{
+	const struct config_opt_pos *o = NULL;
+	size_t i, n = 0;
+
+	if (sec != NULL && sec->pos != NULL) {
+		o = sec->pos->opts;
+		n = sec->pos->nopts;
+	} else if (sec == NULL) {
+		o = c->scan.root;
+		n = c->scan.nroot;
+	}
+	for (i = 0; i < n; i++)
+		if (strcmp(o[i].key, option) == 0)
+			return 1;
+	return 0;
+}
+
 /* "serial 'gps'", "http" or "" (the top level), for messages. */
 static void
 config_section_where(const struct config_section *sec, char *buf, size_t len)
@@ -1223,6 +1244,11 @@ config_fill(struct config *c, const struct config_section *sec,
 		unsigned int n = co != NULL ? cfg_opt_size(co) : 0, j;
 
 		if (n == 0) {
+			/* A list written empty (`listen = {}`) is empty, not
+			 * its default: its bounds judge it below. */
+			if (o->type == KEEL_OPT_LIST &&
+			    config_opt_written(c, sec, o->name))
+				continue;
 			if (o->def != NULL && option_parse(o, o->def, conf, err,
 							   sizeof(err)) == -1) {
 				config_error_at(c, sec, o->name, eb, err);

@@ -313,6 +313,11 @@ class Allow(unittest.TestCase):
         # Each wrong element once (libconfuse validates a list as it grows).
         self.assertEqual(err.count("'10.1.2.3/8' has bits set"), 1, err)
         self.assertEqual(err.count("listen '127.0.0.1' is not"), 1, err)
+        # A list written empty is empty, not its default address.
+        k.write('http {\n  listen = {}\n}\n')
+        rc, out, err = k.check()
+        self.assertNotEqual(rc, 0)
+        self.assertRegex(err, r"keeld\.conf:\d+: http: listen: fewer than 1 elements")
 
 
 class Listeners(unittest.TestCase):
