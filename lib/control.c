@@ -96,19 +96,37 @@ control_alive(const char *pidfile)
 
 /* reload: signal, then wait for a reload that began after we asked. */
 static int
-control_reload(pid_t pid, const char *pidfile, const char *statefile)
+control_reload(pid_t pid, const char *pidfile, const char *statefile,
+	       const char *config)
 {
 	unsigned long started = control_state_num(statefile, "reload-started");
-	int waited;
+	char *before = state_read(statefile), *loaded = NULL, *mine;
+	int waited, rc = -1;
+
+	/*
+	 * The daemon reloads the file it was started with. Say so when -f
+	 * names another one: its edits are not what is being applied.
+	 */
+	if (before != NULL)
+		loaded = state_get(before, "config");
+	free(before);
+	mine = realpath(config, NULL);
+	if (loaded != NULL && strcmp(loaded, mine != NULL ? mine : config) != 0)
+		fprintf(stderr,
+			"%s: warning: the running daemon loads %s, not %s: "
+			"it reloads its own file\n",
+			log_ident(), loaded, config);
+	free(mine);
 
 	if (kill(pid, SIGHUP) == -1) {
 		fprintf(stderr, "%s: cannot signal pid %ld: %s\n", log_ident(),
 			(long)pid, strerror(errno));
+		free(loaded);
 		return 1;
 	}
-	for (waited = 0; waited < 30000; waited += CONTROL_POLL_MS) {
+	for (waited = 0; waited < 30000 && rc == -1;
+	     waited += CONTROL_POLL_MS) {
 		char *text = state_read(statefile), *done, *last, *gen;
-		int rc = -1;
 
 		if (text != NULL) {
 			done = state_get(text, "reload-done");
@@ -117,8 +135,10 @@ control_reload(pid_t pid, const char *pidfile, const char *statefile)
 			if (done != NULL && strtoul(done, NULL, 10) > started &&
 			    last != NULL) {
 				if (strcmp(last, "ok") == 0) {
-					printf("reload applied: generation %s\n",
-					       gen != NULL ? gen : "?");
+					printf("reload applied: generation %s "
+					       "(%s)\n",
+					       gen != NULL ? gen : "?",
+					       loaded != NULL ? loaded : "?");
 					rc = 0;
 				} else {
 					fprintf(stderr, "%s: reload %s\n",
@@ -132,18 +152,24 @@ control_reload(pid_t pid, const char *pidfile, const char *statefile)
 			free(text);
 		}
 		if (rc != -1)
-			return rc;
+			break;
 		if (!control_alive(pidfile)) {
 			fprintf(stderr,
 				"%s: the daemon exited during the reload\n",
 				log_ident());
-			return 1;
+			rc = 1;
+			break;
 		}
 		control_nap();
 	}
-	fprintf(stderr, "%s: no reload outcome after 30 s (state file %s)\n",
-		log_ident(), statefile);
-	return 1;
+	if (rc == -1) {
+		fprintf(stderr,
+			"%s: no reload outcome after 30 s (state file %s)\n",
+			log_ident(), statefile);
+		rc = 1;
+	}
+	free(loaded);
+	return rc;
 }
 
 /* stop: signal, then wait until the pidfile lock is released. */
@@ -263,7 +289,7 @@ keel_main_control(const struct keel_options *opt, const char *cmd)
 			eb.text != NULL ? eb.text : "not running\n");
 		rc = 1;
 	} else if (strcmp(cmd, "reload") == 0) {
-		rc = control_reload(pid, pidfile, statefile);
+		rc = control_reload(pid, pidfile, statefile, opt->config);
 	} else if (strcmp(cmd, "stop") == 0) {
 		rc = control_stop(pid, pidfile, timeout);
 	} else if (strcmp(cmd, "status") == 0) {

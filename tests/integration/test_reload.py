@@ -3,12 +3,13 @@ the old configuration keeps running unchanged."""
 import os
 import pwd
 import re
+import shutil
 import signal
 import subprocess
 import time
 import unittest
 
-from keeltest import HEARTBEAT, Keeld, main, wait_for
+from keeltest import HEARTBEAT, KEELD, Keeld, main, wait_for
 
 
 class Reload(unittest.TestCase):
@@ -18,12 +19,23 @@ class Reload(unittest.TestCase):
         self.k.start()
         self.k.wait_log("heartbeat: a: old message")
 
+    def test_reload_with_another_file_warns_that_the_daemon_reloads_its_own(self):
+        other = os.path.join(self.k.dir, "other.conf")
+        shutil.copy(self.k.conf, other)
+        r = subprocess.run([KEELD, "-f", other, "-M", self.k.moddir, "-s", "reload"],
+                           capture_output=True, text=True, timeout=40)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("warning: the running daemon loads %s, not %s: it reloads its own file"
+                      % (os.path.realpath(self.k.conf), other), r.stderr)
+        self.assertIn("reload applied: generation 2 (%s)" % os.path.realpath(self.k.conf), r.stdout)
+
     def test_changed_message_and_interval_are_applied(self):
         self.assertEqual(self.k.generation(), 1)
         self.k.write(HEARTBEAT % ("new message", 0.1))
         rc, out, err = self.k.ctl("reload")
         self.assertEqual(rc, 0, err)
-        self.assertIn("reload applied: generation 2", out)
+        self.assertIn("reload applied: generation 2 (%s)" % os.path.realpath(self.k.conf), out)
+        self.assertEqual(err, "")
         self.assertEqual(self.k.generation(), 2)
         mark = len(self.k.log())
         self.k.wait_log("heartbeat: a: new message", after=mark)
