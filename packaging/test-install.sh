@@ -204,8 +204,10 @@ if command -v pkg-config >/dev/null 2>&1; then
 	mkdir -p "$tmp/mod/out"
 	cp "$src/modules/heartbeat/heartbeat.c" "$tmp/mod/"
 	export PKG_CONFIG_PATH="$dest$KEEL_LIBDIR/pkgconfig"
-	# keel.pc names the real prefix; the sysroot maps -I/-L into DESTDIR.
-	export PKG_CONFIG_SYSROOT_DIR="$dest"
+	# A relocatable keel.pc finds its prefix from where it lies (inside
+	# DESTDIR); one naming /usr needs the sysroot to map -I/-L into DESTDIR.
+	grep -q '^prefix=${pcfiledir}' "$dest$KEEL_LIBDIR/pkgconfig/keel.pc" ||
+		export PKG_CONFIG_SYSROOT_DIR="$dest"
 	if flags=$(pkg-config --cflags --libs keel 2>"$tmp/out"); then
 		ok "pkg-config --cflags --libs keel: $flags"
 		# shellcheck disable=SC2086 # flags are a list
@@ -234,6 +236,40 @@ if command -v pkg-config >/dev/null 2>&1; then
 	fi
 else
 	skip "pkg-config not installed"
+fi
+
+# 7. Relocatable: outside /usr, the installed keeld finds libkeel by its
+# RUNPATH ($ORIGIN), also after `cmake --install --prefix` elsewhere, and
+# keel.pc there names that prefix.
+if [ "$KEEL_PREFIX" != /usr ]; then
+	if env -u LD_LIBRARY_PATH "$dest$KEEL_SBINDIR/keeld" -V >"$tmp/out" 2>&1; then
+		ok "installed keeld starts without LD_LIBRARY_PATH"
+	else
+		fail "installed keeld needs LD_LIBRARY_PATH"
+		cat "$tmp/out"
+	fi
+	reloc=$tmp/elsewhere
+	if run cmake --install "$build" --prefix "$reloc"; then
+		rsbin=$reloc/${KEEL_SBINDIR#"$KEEL_PREFIX"/}
+		rlib=$reloc/${KEEL_LIBDIR#"$KEEL_PREFIX"/}
+		if env -u LD_LIBRARY_PATH "$rsbin/keeld" -V >"$tmp/out" 2>&1; then
+			ok "keeld installed with --prefix elsewhere starts"
+		else
+			fail "keeld installed with --prefix elsewhere"
+			cat "$tmp/out"
+		fi
+		got=$(PKG_CONFIG_PATH=$rlib/pkgconfig pkg-config --variable=includedir keel 2>/dev/null)
+		if [ -n "$got" ] && [ -f "$got/keel/keel.h" ]; then
+			ok "keel.pc under --prefix elsewhere finds its headers ($got)"
+		else
+			fail "keel.pc under --prefix elsewhere: includedir '$got'"
+		fi
+	else
+		fail "cmake --install --prefix $reloc"
+		cat "$tmp/out"
+	fi
+else
+	skip "relocation: a /usr build has no RUNPATH (Debian policy)"
 fi
 
 echo "$passes passed, $fails failed, $skips skipped"
