@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Detaching from the terminal, with the parent waiting for readiness. */
 #include "keel-internal.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Error messages collected while parsing or preparing a configuration. */
 #include "keel-internal.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The systemd notification protocol, without libsystemd. */
 #include "keel-internal.h"
 

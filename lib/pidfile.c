@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The pidfile: created without following links, locked for life. */
 #include "keel-internal.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Dropping root: supplementary groups, group, user, then no way back. */
 #include "keel-internal.h"
 

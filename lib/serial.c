@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Serial devices on the event loop: off-loop open, termios2, locks, reopen. */
 #include "keel-internal.h"
 

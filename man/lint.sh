@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: ISC
 # Lint manual pages: `mandoc -Tlint -Wwarning` must print nothing, and groff
 # must format them without a warning, both directly (`groff -man -ww -z`)
 # and the way man(1) does (`man --warnings -l`).

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: ISC
 # packaging_install: install the build tree into a temporary DESTDIR and check
 # what an operator and a module developer get.
 #

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: ISC
 # test-systemd.sh: the keeld .deb under a real systemd, in a throw-away
 # container, for machines (like CI containers) where systemd is not PID 1.
 #

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: ISC
 # Static checks: clang-format conformance, cppcheck and clang-tidy warnings
 # (see .clang-tidy for what is disabled and why). Any finding fails.
 # Usage: tests/lint.sh SOURCE_DIR BUILD_DIR (BUILD_DIR has compile_commands.json)
@@ -16,6 +17,19 @@ if command -v clang-format >/dev/null; then
 	else
 		echo "clang-format: clean"
 	fi
+fi
+
+# Every source, script and build file says its licence (ISC, LICENSE) in
+# its first lines; data (the fuzz corpus, configurations, docs) is exempt.
+nolic=$(git ls-files 2>/dev/null |
+	grep -vE '^tests/fuzz/(corpus|known-bugs)/|\.(md|png|dict|conf)$|^packaging/debian/|^\.|^LICENSE$' |
+	while read -r f; do
+		head -3 "$f" | grep -q 'SPDX-License-Identifier: ISC' || echo "$f"
+	done)
+if [ -n "$nolic" ]; then
+	echo "no SPDX-License-Identifier: ISC in the first lines of:"; echo "$nolic"; status=1
+else
+	echo "SPDX headers: every source"
 fi
 
 if command -v cppcheck >/dev/null; then

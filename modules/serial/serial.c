@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * serial: each `serial NAME { }` section is one instance bridging a serial
  * device to a TCP listener. Device data fans out to every client; client

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * libFuzzer harness for the configuration pre-scan (config_scan_text).
  *

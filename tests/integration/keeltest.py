@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Shared helper for keel's integration tests.
 
 Starts the real keeld as a process in a private temporary directory, drives

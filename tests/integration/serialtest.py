@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Pseudo-terminals standing in for serial ports, and TCP clients, for the
 serial integration tests. Never opens the machine's own serial devices."""
 import hashlib

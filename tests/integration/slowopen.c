@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * slowopen: an LD_PRELOAD shim for the serial fault tests. open(), open64()
  * and openat() of a path containing $KEEL_SLOWOPEN_MATCH sleep 30 s first,

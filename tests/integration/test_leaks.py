@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """No leak in a start -> reload -> rejected reload -> status -> stop cycle,
 under valgrind (the ASan build checks the same with LeakSanitizer)."""
 import os

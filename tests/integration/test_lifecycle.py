@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Start-up, instances, pidfile, daemon mode, stop and drain, privileges."""
 import os
 import pwd

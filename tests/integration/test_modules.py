@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Module loading: what keeld refuses, and with which message."""
 import os
 import shutil

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """sd_notify without systemd: a test socket receives the datagrams in order."""
 import os
 import signal

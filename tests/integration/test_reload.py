@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """SIGHUP reload: applied when good, rejected with FILE:LINE when not, and
 the old configuration keeps running unchanged."""
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """The serial bridge with real pseudo-terminals and real TCP on 127.0.0.1."""
 import os
 import signal

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Faults around the serial bridge: a device whose open() blocks, locks held
 by someone else, full ports, clients that die or never read, hang-ups, 200
 reconnect cycles, and running out of file descriptors.

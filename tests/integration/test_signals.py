@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Every signal of the control plane does its documented thing."""
 import os
 import signal

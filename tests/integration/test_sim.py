@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """The sim module: simulated serial devices on pseudo-terminals, read
 through their published links the way a serial client would."""
 import errno

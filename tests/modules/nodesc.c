@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* A shared object without a keel descriptor: keeld must refuse it. */
 int nodesc_answer(void);
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * config: the pre-scan (braces, strings, comments, section positions),
  * reading files, peeking paths, and config_load without modules.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* errbuf: collected error messages, one per line. */
 #include "keel-internal.h"
 #include "unit.h"

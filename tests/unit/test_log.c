@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* log: levels, file target, reopen after rotation. */
 #include "keel-internal.h"
 #include "unit.h"

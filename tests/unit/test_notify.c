@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* notify: sd_notify datagrams to $NOTIFY_SOCKET, without systemd. */
 #include "keel-internal.h"
 #include "unit.h"

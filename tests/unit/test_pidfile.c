@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * pidfile: created without following links, locked for life. Linked with
  * -Wl,--wrap=flock so that a test can run code between pidfile_acquire's

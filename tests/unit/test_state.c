@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* state: the state file keeld -s reads, replaced atomically. */
 #include "keel-internal.h"
 #include "unit.h"

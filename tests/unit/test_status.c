@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * status and metrics: typed fields rendered as `a.b.key: value` lines,
  * metric names, updates, bindings and their status fields; an update

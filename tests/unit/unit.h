@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Helpers shared by the cmocka unit tests: temp dirs, files, children. */
 #ifndef KEEL_UNIT_H
 #define KEEL_UNIT_H
