@@ -371,7 +371,11 @@ config_scan_text(const char *file, const char *text, size_t len,
 			p++;
 			continue;
 		}
-		if (c == ',' && inc >= 2)
+		/* Inside include(...) nothing but the one name: libconfuse
+		 * leaks the arguments of a call it finds a ';', ',', '*' or
+		 * '+' in (the fuzzer's inputs), where elsewhere it skips them.
+		 */
+		if ((c == ',' || c == ';' || c == '*' || c == '+') && inc >= 2)
 			return scan_include_error(file, line, eb);
 		/* libconfuse 3.3 eats a '*' that starts no comment, and a
 		 * '+' that starts no `+=`. */
