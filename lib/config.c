@@ -1147,52 +1147,44 @@ config_new(struct keel *k)
 
 /* ---- converting the parsed values ---- */
 
+/*
+ * The assignment of @option in force in @sec (the top level when @sec is
+ * NULL): the last one written, or NULL when it is not written.
+ */
+static const struct config_opt_pos *
+config_opt_find(const struct config *c, const struct config_section *sec,
+		const char *option)
+{
+	const struct config_opt_pos *o = NULL;
+	size_t i, n = 0;
+
+	if (sec != NULL && sec->pos != NULL) {
+		o = sec->pos->opts;
+		n = sec->pos->nopts;
+	} else if (sec == NULL) {
+		o = c->scan.root;
+		n = c->scan.nroot;
+	}
+	for (i = n; option != NULL && i > 0; i--)
+		if (strcmp(o[i - 1].key, option) == 0)
+			return &o[i - 1];
+	return NULL;
+}
+
 /* Where an option is written: its own line, else the section's. */
 int
 config_opt_line(const struct config *c, const struct config_section *sec,
 		const char *option, const char **file)
 {
-	const struct config_opt_pos *o = NULL;
-	size_t i, n = 0;
+	const struct config_opt_pos *o = config_opt_find(c, sec, option);
 
-	*file = c->path;
-	if (sec != NULL && sec->pos != NULL) {
-		*file = sec->pos->file;
-		o = sec->pos->opts;
-		n = sec->pos->nopts;
-	} else if (sec == NULL) {
-		o = c->scan.root;
-		n = c->scan.nroot;
+	*file = sec != NULL && sec->pos != NULL ? sec->pos->file : c->path;
+	if (o != NULL) {
+		if (o->file != NULL)
+			*file = o->file;
+		return o->line;
 	}
-	/* The last assignment is the one in force. */
-	for (i = n; option != NULL && i > 0; i--)
-		if (strcmp(o[i - 1].key, option) == 0) {
-			if (o[i - 1].file != NULL)
-				*file = o[i - 1].file;
-			return o[i - 1].line;
-		}
 	return sec != NULL && sec->pos != NULL ? sec->pos->line : 0;
-}
-
-/* Is @option written in @sec (or at the top level when @sec is NULL)? */
-static int
-config_opt_written(const struct config *c, const struct config_section *sec,
-		   const char *option)
-{
-	const struct config_opt_pos *o = NULL;
-	size_t i, n = 0;
-
-	if (sec != NULL && sec->pos != NULL) {
-		o = sec->pos->opts;
-		n = sec->pos->nopts;
-	} else if (sec == NULL) {
-		o = c->scan.root;
-		n = c->scan.nroot;
-	}
-	for (i = 0; i < n; i++)
-		if (strcmp(o[i].key, option) == 0)
-			return 1;
-	return 0;
 }
 
 /* "serial 'gps'", "http" or "" (the top level), for messages. */
@@ -1251,7 +1243,7 @@ config_fill(struct config *c, const struct config_section *sec,
 			/* A list written empty (`listen = {}`) is empty, not
 			 * its default: its bounds judge it below. */
 			if (o->type == KEEL_OPT_LIST &&
-			    config_opt_written(c, sec, o->name))
+			    config_opt_find(c, sec, o->name) != NULL)
 				continue;
 			if (o->def != NULL && option_parse(o, o->def, conf, err,
 							   sizeof(err)) == -1) {
