@@ -3,6 +3,7 @@
 serial integration tests. Never opens the machine's own serial devices."""
 import hashlib
 import os
+import select
 import socket
 import threading
 import time
@@ -107,16 +108,33 @@ def recv_exact(sock, n, timeout=30):
 
 
 def read_exact(fd, n, timeout=30):
+    """n bytes from fd within timeout seconds in all (never a read that
+    blocks past the deadline)."""
     h = hashlib.sha256()
     got = 0
     deadline = time.monotonic() + timeout
     while got < n:
-        if time.monotonic() > deadline:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
             raise AssertionError("device read %d of %d bytes" % (got, n))
         b = os.read(fd, min(1 << 20, n - got))
         h.update(b)
         got += len(b)
     return h.hexdigest()
+
+
+def send_all(sock, data, timeout=120):
+    """socket.sendall with its own deadline. sendall's budget is the
+    socket's timeout when it starts, for the whole transfer (Python >= 3.5),
+    and a recv_exact in another thread changes that timeout: a 16 MiB
+    sendall could start with 5 s for all of it."""
+    deadline = time.monotonic() + timeout
+    off = 0
+    while off < len(data):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([], [sock], [], left)[1]:
+            raise AssertionError("sent %d of %d bytes" % (off, len(data)))
+        off += sock.send(data[off:off + 65536])
 
 
 def write_all_fd(fd, data):

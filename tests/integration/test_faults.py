@@ -31,7 +31,7 @@ import unittest
 
 from keeltest import Keeld, main, wait_for
 from serialtest import (Pty, free_port, in_thread, pattern, port_status, read_exact,
-                        recv_exact, serial_section, sha, statuses, write_all_fd)
+                        recv_exact, send_all, serial_section, sha, statuses, write_all_fd)
 
 SHIM = os.environ.get("KEEL_FAULTSHIM", "build/tests/faultshim.so")
 SANITIZE = os.environ.get("KEEL_SANITIZE", "").upper() in ("1", "ON", "TRUE", "YES")
@@ -266,7 +266,7 @@ class FaultCase(unittest.TestCase):
         up = [pattern(n, seed=5 + 2 * i) for i in range(PORTS)]
         for i in range(PORTS):
             threads.append(in_thread(write_all_fd, self.ptys[i].master, down[i]))
-            threads.append(in_thread(clients[i].sendall, up[i]))
+            threads.append(in_thread(send_all, clients[i], up[i], 60))
             threads.append(in_thread(lambda i=i: got.__setitem__(
                 ("down", i), recv_exact(clients[i], n, timeout=60))))
             threads.append(in_thread(lambda i=i: got.__setitem__(

@@ -10,7 +10,7 @@ import unittest
 
 from keeltest import Keeld, main, wait_for
 from serialtest import (Pty, connect, free_port, in_thread, pattern, port_status, read_exact,
-                        recv_exact, serial_section, sha, wait_open, write_all_fd)
+                        recv_exact, send_all, serial_section, sha, wait_open, write_all_fd)
 
 
 class SerialBase(unittest.TestCase):
@@ -43,7 +43,7 @@ class DataIntegrity(SerialBase):
         self.assertEqual(recv_exact(c, n), sha(data), "device -> client")
         t.join(30)
         data = pattern(n, seed=13)
-        t = in_thread(c.sendall, data)
+        t = in_thread(send_all, c, data, 30)
         self.assertEqual(read_exact(self.pty.master, n), sha(data), "client -> device")
         t.join(30)
         st = port_status(self.k, "a")

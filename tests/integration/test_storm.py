@@ -12,7 +12,7 @@ import unittest
 
 from keeltest import Keeld, main, wait_for
 from serialtest import (Pty, connect, free_port, in_thread, pattern, read_exact, recv_exact,
-                        serial_section, sha, wait_open, write_all_fd)
+                        send_all, serial_section, sha, wait_open, write_all_fd)
 
 PORTS = 4
 SIGNALS = 10000
@@ -57,7 +57,7 @@ class Storm(unittest.TestCase):
         threads = []
         for i in range(PORTS):
             threads.append(in_thread(write_all_fd, ptys[i].master, down[i]))
-            threads.append(in_thread(clients[i].sendall, up[i]))
+            threads.append(in_thread(send_all, clients[i], up[i]))
             threads.append(in_thread(lambda i=i: got.__setitem__(
                 ("down", i), recv_exact(clients[i], n, timeout=120))))
             threads.append(in_thread(lambda i=i: got.__setitem__(
