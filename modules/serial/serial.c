@@ -48,7 +48,7 @@ struct port_conf {
 	struct keel_hostport listen;
 	long max_clients;
 	int when_full; /* enum when_full */
-	double client_timeout, stall_timeout;
+	double client_timeout, stall_timeout, eof_linger;
 	size_t client_buffer;
 	int slow; /* enum slow_client */
 	size_t device_buffer;
@@ -72,6 +72,7 @@ enum {
 	M_UP,
 	M_NET_RX,
 	M_NET_TX,
+	M_HALF_CLOSED,
 	M_COUNT
 };
 
@@ -115,6 +116,10 @@ static const struct {
 		       KEEL_METRIC_COUNTER, -1 },
 	[M_NET_TX] = { "net_tx_bytes_total", "Bytes sent to clients",
 		       KEEL_METRIC_COUNTER, -1 },
+	[M_HALF_CLOSED] = { "half_closed_total",
+			    "Clients that shut down their sending side and "
+			    "lingered (eof-linger)",
+			    KEEL_METRIC_COUNTER, -1 },
 };
 
 struct port;
@@ -128,6 +133,7 @@ struct client {
 	struct event *idle;
 	struct timeval last;
 	int lagging; /* gave up waiting for it: its data is dropped */
+	int eof;     /* it shut down its sending side: not read, lingers */
 	char peer[80];
 	time_t since;             /* wall clock */
 	uint64_t rx, tx, dropped; /* bytes from it, to it, dropped for it */
@@ -158,6 +164,7 @@ struct port {
 
 static void port_maybe_done(struct port *p);
 static void port_resume_device(struct port *p);
+static void client_arm_idle(struct client *cl);
 
 /* ---- clients ---- */
 
@@ -237,7 +244,7 @@ port_pause_clients(struct port *p, int pause)
 	for (cl = p->clients; cl != NULL; cl = cl->next) {
 		if (pause)
 			event_del(cl->rd);
-		else if (!p->removing)
+		else if (!p->removing && !cl->eof)
 			event_add(cl->rd, NULL);
 	}
 }
@@ -254,6 +261,33 @@ client_deliver(struct client *cl)
 	keel_serial_write(p->dev, cl->in);
 	if (evbuffer_get_length(cl->in) > 0)
 		port_pause_clients(p, 1);
+}
+
+/*
+ * The client shut down its sending side (or closed: TCP cannot tell the
+ * two apart). It is no longer read (at end of file a socket is readable
+ * for ever), but device data still goes to it, so that the answer to its
+ * last request reaches it, until nothing was written to it for eof-linger
+ * seconds. A peer that closed altogether answers the next write with a
+ * reset: it is freed then, as any lost client.
+ */
+static void
+client_eof(struct client *cl)
+{
+	struct port *p = cl->p;
+
+	if (p->c->eof_linger <= 0 || p->removing) {
+		client_free(cl, "disconnected");
+		return;
+	}
+	cl->eof = 1;
+	event_del(cl->rd);
+	event_base_gettimeofday_cached(keel_module_base(p->m), &cl->last);
+	client_arm_idle(cl);
+	keel_metric_add(p->mt[M_HALF_CLOSED], 1);
+	keel_module_log_limit(p->m, &p->rl, KEEL_LOG_INFO,
+			      "%s: client %s sent end of file: lingering %gs",
+			      p->name, cl->peer, p->c->eof_linger);
 }
 
 /*
@@ -301,7 +335,7 @@ client_read_cb(evutil_socket_t fd, short what, void *arg)
 	/* The device's write errors must not be taken for this read's. */
 	client_deliver(cl);
 	if (n == 0) {
-		client_free(cl, "disconnected");
+		client_eof(cl);
 	} else if (n == -1 && err != EAGAIN && err != EINTR) {
 		snprintf(why, sizeof(why), "lost (%s)", strerror(err));
 		client_free(cl, why);
@@ -361,23 +395,42 @@ client_write_cb(evutil_socket_t fd, short what, void *arg)
 	client_flush(arg);
 }
 
-/* client-timeout: no traffic either way for that long. */
+/*
+ * Seconds without traffic after which a client is closed, and why; -1:
+ * never. client-timeout, or after its end of file eof-linger when shorter.
+ */
+static double
+client_limit(const struct client *cl, const char **why)
+{
+	const struct port_conf *c = cl->p->c;
+	double limit = c->client_timeout > 0 ? c->client_timeout : -1;
+
+	*why = "closed (client-timeout)";
+	if (cl->eof && (limit < 0 || c->eof_linger < limit)) {
+		*why = "closed (eof-linger)";
+		limit = c->eof_linger;
+	}
+	return limit;
+}
+
+/* client-timeout or eof-linger: no traffic for that long. */
 static void
 client_idle_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct client *cl = arg;
 	struct timeval now, tv;
-	double idle, limit = cl->p->c->client_timeout;
+	const char *why;
+	double idle, limit = client_limit(cl, &why);
 
 	(void)fd;
 	(void)what;
-	if (limit <= 0)
+	if (limit < 0)
 		return;
 	event_base_gettimeofday_cached(keel_module_base(cl->p->m), &now);
 	idle = (double)(now.tv_sec - cl->last.tv_sec) +
 	       (double)(now.tv_usec - cl->last.tv_usec) / 1e6;
 	if (idle + 0.001 >= limit) {
-		client_free(cl, "closed (client-timeout)");
+		client_free(cl, why);
 		return;
 	}
 	limit -= idle;
@@ -389,15 +442,28 @@ client_idle_cb(evutil_socket_t fd, short what, void *arg)
 static void
 client_arm_idle(struct client *cl)
 {
-	double limit = cl->p->c->client_timeout;
+	const char *why;
+	double limit = client_limit(cl, &why);
 	struct timeval tv;
 
-	if (limit <= 0) {
+	if (limit < 0) {
 		evtimer_del(cl->idle);
 		return;
 	}
 	tv = keel_timeval(limit);
 	evtimer_add(cl->idle, &tv);
+}
+
+/* The client that ended its sending side first, or NULL. */
+static struct client *
+port_lingering(const struct port *p)
+{
+	struct client *cl;
+
+	for (cl = p->clients; cl != NULL; cl = cl->next)
+		if (cl->eof)
+			return cl;
+	return NULL;
 }
 
 /* Dead peers: keepalive probes after 30 s idle, every 10 s, 3 of them. */
@@ -450,6 +516,10 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 		close(fd);
 		return;
 	}
+	/* A client that only waits for the rest of an answer gives way. */
+	if (p->nclients >= p->c->max_clients &&
+	    (cl = port_lingering(p)) != NULL)
+		client_free(cl, "closed (eof-linger: its place is taken)");
 	if (p->nclients >= p->c->max_clients) {
 		if (p->c->when_full == FULL_REFUSE || p->clients == NULL) {
 			keel_metric_add(p->mt[M_REFUSED], 1);
@@ -975,7 +1045,8 @@ port_update(struct port *p, const struct port_conf *c, int fd)
 			keel_serial_set_timing(p->dev, &sp);
 	}
 	p->c = c;
-	if (keel_instance_changed(p->in, "client-timeout"))
+	if (keel_instance_changed(p->in, "client-timeout") ||
+	    keel_instance_changed(p->in, "eof-linger"))
 		for (cl = p->clients; cl != NULL; cl = cl->next)
 			client_arm_idle(cl);
 }
@@ -1143,6 +1214,7 @@ serial_status(struct keel_instance *in, struct keel_status *st)
 		keel_status_uint(st, "dropped_bytes", cl->dropped);
 		keel_status_uint(st, "queue", evbuffer_get_length(cl->out));
 		keel_status_bool(st, "lagging", cl->lagging);
+		keel_status_bool(st, "eof", cl->eof);
 		keel_status_pop(st);
 	}
 	keel_status_pop(st);
@@ -1204,6 +1276,8 @@ static const struct keel_option serial_options[] = {
 			  client_timeout, "0", 0, 86400, 0),
 	KEEL_OPTION_RANGE("stall-timeout", KEEL_OPT_SECONDS, PC, stall_timeout,
 			  "10", 0, 86400, 0),
+	KEEL_OPTION_RANGE("eof-linger", KEEL_OPT_SECONDS, PC, eof_linger, "5",
+			  0, 86400, 0),
 	KEEL_OPTION_RANGE("client-buffer", KEEL_OPT_SIZE, PC, client_buffer,
 			  "262144", 4096, 64 * MIB, 0),
 	KEEL_OPTION_ENUM("slow-client", PC, slow, "drop", slow_words, 0),

@@ -1,0 +1,239 @@
+# SPDX-License-Identifier: ISC
+"""serial: clients that half-close (eof-linger), real keeld, ptys and TCP on
+loopback. Every wait is bounded; keeld is ended by PID (keeltest)."""
+import os
+import select
+import shutil
+import socket
+import subprocess
+import time
+import unittest
+
+from keeltest import Keeld, main, wait_for
+from serialtest import Pty, connect, free_port, in_thread, port_status, serial_section, wait_open
+
+
+def read_device(fd, n, timeout=3.0):
+    """Exactly n bytes the device got, within timeout."""
+    got = b""
+    deadline = time.monotonic() + timeout
+    while len(got) < n:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise AssertionError("the device got %r, wanted %d bytes" % (got, n))
+        got += os.read(fd, n - len(got))
+    return got
+
+
+def device_silent(fd, seconds):
+    """True when nothing reaches the device for that long."""
+    return not select.select([fd], [], [], seconds)[0]
+
+
+def recv_until_closed(sock, timeout=5.0):
+    """Everything the client gets until keeld closes it, and when it ended
+    (monotonic); fails after timeout."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("still open after %.1fs (got %r)" % (timeout, data))
+        sock.settimeout(left)
+        try:
+            b = sock.recv(65536)
+        except ConnectionResetError:
+            b = b""
+        if not b:
+            return data, time.monotonic()
+        data += b
+
+
+def peers(st):
+    """The peers of a port status, as a list of {field: value}."""
+    out = {}
+    for key, value in st.items():
+        if key.startswith("peers."):
+            _, idx, field = key.split(".", 2)
+            out.setdefault(int(idx), {})[field] = value
+    return [out[i] for i in sorted(out)]
+
+
+class ClientsBase(unittest.TestCase):
+    extra = ""
+
+    def setUp(self):
+        self.k = Keeld("", modules=("serial",))
+        self.addCleanup(self.k.close)
+        self.link = os.path.join(self.k.dir, "ttyTEST0")
+        self.pty = Pty(self.link)
+        self.addCleanup(self.pty.close)
+        self.port = free_port()
+
+    def start(self, extra=None):
+        self.body = serial_section("a", self.link, self.port, self.k.dir,
+                                   self.extra if extra is None else extra)
+        self.k.write(self.body)
+        self.k.start()
+        wait_open(self.k, "a")
+
+    def client(self):
+        c = connect(self.port)
+        self.addCleanup(c.close)
+        return c
+
+    def wait_clients(self, n):
+        return wait_for(lambda: port_status(self.k, "a")["clients"] == n, 5, 0.02,
+                        what="%d clients" % n)
+
+
+class HalfClose(ClientsBase):
+    extra = "  eof-linger = 0.6\n"
+
+    def test_the_reply_to_the_last_request_arrives_then_the_linger_ends(self):
+        self.start(extra="  eof-linger = 1.5\n")
+        c = self.client()
+        self.wait_clients(1)
+        c.sendall(b"cmd\n")
+        c.shutdown(socket.SHUT_WR)
+        self.assertEqual(read_device(self.pty.master, 4), b"cmd\n")
+        st = wait_for(lambda: (lambda s: s if peers(s) and peers(s)[0].get("eof") == "yes"
+                               else None)(port_status(self.k, "a")), 3, 0.02, what="peer eof")
+        self.assertEqual(st["half_closed_total"], 1)
+        self.assertEqual(st["clients"], 1)
+        t0 = time.monotonic()
+        os.write(self.pty.master, b"reply\n")
+        data, ended = recv_until_closed(c, 5)
+        self.assertEqual(data, b"reply\n")
+        # Closed eof-linger (1.5 s) after the last byte written to it.
+        self.assertGreater(ended - t0, 1.3)
+        self.assertLess(ended - t0, 4.0)
+        self.k.wait_log(r"serial: a: client 127\.0\.0\.1:\d+ closed \(eof-linger\)")
+        self.wait_clients(0)
+
+    def test_a_streaming_reply_keeps_the_client(self):
+        # Device data every 0.2 s for 2 s, eof-linger 0.6 s: the client
+        # stays for all of it because every write restarts the linger.
+        self.start()
+        c = self.client()
+        self.wait_clients(1)
+        c.shutdown(socket.SHUT_WR)
+        wait_for(lambda: port_status(self.k, "a")["half_closed_total"] == 1, 3, 0.02)
+        got = {}
+        r = in_thread(lambda: got.update(zip(("data", "end"), recv_until_closed(c, 10))))
+        sent = b""
+        for i in range(10):
+            line = b"line %d\n" % i
+            os.write(self.pty.master, line)
+            sent += line
+            time.sleep(0.2)
+        r.join(10)
+        self.assertEqual(got.get("data"), sent)
+
+    def test_nc_q1_gets_the_reply(self):
+        # The reported case: printf 'cmd\n' | nc -q1 HOST PORT, with the
+        # default eof-linger.
+        nc = shutil.which("nc")
+        if nc is None:
+            self.skipTest("nc (netcat-openbsd, scripts/deps test) is not installed")
+        self.start(extra="")
+
+        def device():
+            if read_device(self.pty.master, 4, 5) == b"cmd\n":
+                time.sleep(0.2)  # after nc's end of file
+                os.write(self.pty.master, b"reply\n")
+        t = in_thread(device)
+        r = subprocess.run([nc, "-q1", "127.0.0.1", str(self.port)], input=b"cmd\n",
+                           capture_output=True, timeout=10)
+        t.join(5)
+        self.assertEqual(r.stdout, b"reply\n", r.stderr)
+
+    def test_a_client_that_closes_altogether_is_freed_at_the_next_write(self):
+        self.start(extra="  eof-linger = 60\n")
+        c = connect(self.port)
+        self.wait_clients(1)
+        c.sendall(b"cmd\n")
+        c.close()
+        self.assertEqual(read_device(self.pty.master, 4), b"cmd\n")
+        wait_for(lambda: port_status(self.k, "a")["half_closed_total"] == 1, 3, 0.02)
+        t0 = time.monotonic()
+
+        def gone():
+            os.write(self.pty.master, b"x")
+            return port_status(self.k, "a")["clients"] == 0
+        wait_for(gone, 3, 0.05, what="the closed client freed")
+        self.assertLess(time.monotonic() - t0, 3)
+        self.k.wait_log(r"serial: a: client 127\.0\.0\.1:\d+ lost \(")
+
+    def test_eof_linger_0_closes_at_once(self):
+        self.start(extra="  eof-linger = 0\n")
+        c = self.client()
+        self.wait_clients(1)
+        c.sendall(b"cmd\n")
+        c.shutdown(socket.SHUT_WR)
+        t0 = time.monotonic()
+        data, ended = recv_until_closed(c, 3)
+        self.assertEqual(data, b"")
+        self.assertLess(ended - t0, 1.0)
+        # What it sent before its end of file still reaches the device.
+        self.assertEqual(read_device(self.pty.master, 4), b"cmd\n")
+        st = port_status(self.k, "a")
+        self.assertEqual((st["clients"], st["half_closed_total"]), (0, 0))
+        self.k.wait_log(r"serial: a: client 127\.0\.0\.1:\d+ disconnected")
+
+    def test_a_lingering_client_makes_room_at_max_clients(self):
+        self.start(extra="  eof-linger = 60\n  max-clients = 1\n")
+        c1 = self.client()
+        self.wait_clients(1)
+        c1.shutdown(socket.SHUT_WR)
+        wait_for(lambda: port_status(self.k, "a")["half_closed_total"] == 1, 3, 0.02)
+        c2 = self.client()
+        data, _ = recv_until_closed(c1, 3)
+        self.assertEqual(data, b"")
+        self.k.wait_log(r"client 127\.0\.0\.1:\d+ closed \(eof-linger: its place is taken\)")
+        self.wait_clients(1)
+        os.write(self.pty.master, b"for c2\n")
+        self.assertEqual(c2.recv(100), b"for c2\n")
+        c2.sendall(b"from c2\n")
+        self.assertEqual(read_device(self.pty.master, 8), b"from c2\n")
+        st = port_status(self.k, "a")
+        self.assertEqual((st["refused_total"], st["accepted_total"]), (0, 2))
+
+    def test_client_timeout_shorter_than_the_linger_wins(self):
+        self.start(extra="  eof-linger = 60\n  client-timeout = 0.5\n")
+        c = self.client()
+        self.wait_clients(1)
+        c.shutdown(socket.SHUT_WR)
+        data, _ = recv_until_closed(c, 4)
+        self.assertEqual(data, b"")
+        self.k.wait_log(r"client 127\.0\.0\.1:\d+ closed \(client-timeout\)")
+
+    def test_a_removed_port_closes_its_lingering_client(self):
+        self.start(extra="  eof-linger = 60\n")
+        c = self.client()
+        self.wait_clients(1)
+        c.shutdown(socket.SHUT_WR)
+        wait_for(lambda: port_status(self.k, "a")["half_closed_total"] == 1, 3, 0.02)
+        self.k.write("")
+        rc, out, err = self.k.ctl("reload")
+        self.assertEqual(rc, 0, err)
+        data, _ = recv_until_closed(c, 3)
+        self.assertEqual(data, b"")
+        self.k.wait_log(r"serial: a: closed")
+
+    def test_a_reload_to_eof_linger_0_ends_the_lingering_ones(self):
+        self.start(extra="  eof-linger = 60\n")
+        c = self.client()
+        self.wait_clients(1)
+        c.shutdown(socket.SHUT_WR)
+        wait_for(lambda: port_status(self.k, "a")["half_closed_total"] == 1, 3, 0.02)
+        self.k.write(self.body.replace("eof-linger = 60", "eof-linger = 0"))
+        rc, out, err = self.k.ctl("reload")
+        self.assertEqual(rc, 0, err)
+        data, _ = recv_until_closed(c, 3)
+        self.assertEqual(data, b"")
+        self.wait_clients(0)
+
+
+if __name__ == "__main__":
+    main()
