@@ -66,13 +66,30 @@ struct keel_serial_callbacks {
 };
 
 struct keel_serial_stats {
-	uint64_t bytes_in;      /* from the device */
-	uint64_t bytes_out;     /* to the device */
-	uint64_t opens;         /* successful opens */
-	uint64_t open_failures; /* failed or timed out opens */
-	uint64_t hangups;       /* hang-ups, removals, idle timeouts */
-	uint64_t drops;         /* bytes for the device that were dropped */
+	uint64_t bytes_in;          /* from the device */
+	uint64_t bytes_out;         /* to the device */
+	uint64_t opens;             /* successful opens */
+	uint64_t open_failures;     /* failed or timed out opens */
+	uint64_t hangups;           /* hang-ups, removals, idle timeouts */
+	uint64_t drops;             /* bytes for the device that were dropped */
+	uint64_t breaks;            /* breaks sent (timed or switched on) */
+	uint64_t modem_unsupported; /* modem-line requests answered ENOTTY */
 };
+
+/* Modem lines: DTR and RTS are ours to set, the others the device's. */
+#define KEEL_MODEM_DTR 0x01
+#define KEEL_MODEM_RTS 0x02
+#define KEEL_MODEM_CTS 0x04
+#define KEEL_MODEM_DSR 0x08
+#define KEEL_MODEM_DCD 0x10
+#define KEEL_MODEM_RI  0x20
+
+/* Data received from the device, not yet read: the kernel's (TCIFLUSH) and
+ * keel's unread input. */
+#define KEEL_PURGE_RX 1
+/* Data queued towards the device: keel's output queue and the kernel's
+ * (TCOFLUSH). */
+#define KEEL_PURGE_TX 2
 
 /**
  * Parse a format such as "8N1" or "7E2".
@@ -158,6 +175,75 @@ KEEL_EXPORT time_t keel_serial_last_rx(const struct keel_serial *s);
 /** @return the port's counters. */
 KEEL_EXPORT const struct keel_serial_stats *keel_serial_stats(
 	const struct keel_serial *s);
+
+/**
+ * Set the lines in @mask (KEEL_MODEM_DTR, KEEL_MODEM_RTS) to their bits in
+ * @value (TIOCMBIS/TIOCMBIC). Remembered and applied again at every
+ * (re)open, right after the line settings.
+ * @return 0, or -1 with errno: ENOTTY when the device has no modem lines
+ * (ptys, some USB CDC adapters: the wish is still remembered), EAGAIN when
+ * the device is not open (remembered, applied at open), EINVAL for other
+ * bits in @mask.
+ */
+KEEL_EXPORT int keel_serial_set_modem(struct keel_serial *s, unsigned int mask,
+				      unsigned int value);
+
+/**
+ * @return the current lines (KEEL_MODEM_* bits, TIOCMGET) of the open
+ * device, or -1 with errno (ENOTTY: no modem lines; EAGAIN: not open).
+ */
+KEEL_EXPORT int keel_serial_get_modem(struct keel_serial *s);
+
+/**
+ * Be told when CTS/DSR/DCD/RI change: @fn(s, lines, changed, arg) on the
+ * loop, @lines all KEEL_MODEM_* bits now, @changed those of CTS, DSR, DCD
+ * and RI that differ from the last call. Once when watching starts (and at
+ * every reopen while watched) @fn gets the current lines with @changed 0.
+ * @fn NULL stops watching. Costs nothing while nobody watches; while
+ * watched, a thread blocked in TIOCMIWAIT (no wake-up until a line
+ * changes), or a TIOCMGET poll once a second where the driver has no
+ * TIOCMIWAIT. Do not free the port from @fn.
+ * @return 0, or -1 with errno: ENOTTY when the open device has no modem
+ * lines (the watch stays registered for the next open), or the cause of a
+ * failure to start watching (ENOMEM, EAGAIN from pthread_create...).
+ */
+KEEL_EXPORT int keel_serial_watch_modem(struct keel_serial *s,
+					void (*fn)(struct keel_serial *s,
+						   unsigned int lines,
+						   unsigned int changed,
+						   void *arg),
+					void *arg);
+
+/**
+ * A break of @ms milliseconds (TIOCSBRK now, TIOCCBRK from a timer); a
+ * break under way is extended to end @ms from now. A close or hang-up ends
+ * it. @return 0 or -1 (EAGAIN not open, or the ioctl's errno).
+ */
+KEEL_EXPORT int keel_serial_send_break(struct keel_serial *s, unsigned int ms);
+
+/**
+ * Break on (1) or off (0) until told otherwise (RFC 2217 SET-CONTROL
+ * BREAK-ON/OFF). Off also ends a timed break. @return 0 or -1 (EAGAIN when
+ * on is asked of a closed device, or the ioctl's errno); off on a closed
+ * device is 0.
+ */
+KEEL_EXPORT int keel_serial_set_break(struct keel_serial *s, int on);
+
+/**
+ * Discard queued data: KEEL_PURGE_RX and/or KEEL_PURGE_TX. Purging TX
+ * ends "output full": the drained callback follows if it was.
+ * @return 0 (also on a closed device, where nothing is queued) or -1
+ * (EINVAL for other bits, or the ioctl's errno).
+ */
+KEEL_EXPORT int keel_serial_purge(struct keel_serial *s, int which);
+
+/**
+ * The line settings the open device really has (read back with TCGETS2: a
+ * pty forces CS8 and no parity, a UART may round the speed), or the
+ * configured ones while not open. @return 0 or -1.
+ */
+KEEL_EXPORT int keel_serial_get_line(const struct keel_serial *s,
+				     struct keel_serial_line *line);
 
 KEEL_END_DECLS
 
