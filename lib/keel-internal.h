@@ -316,6 +316,16 @@ void sig_unblock(const struct keel *k);
 void sig_free(struct keel *k);
 const char *sig_name(int signo);
 
+/* ---- serial devices (serial.c) ---- */
+/* Route the modem, break, purge and read-back ioctls of every port through
+ * @fn, a simulated device in tests (thread-safe: watcher threads call it);
+ * NULL restores ioctl(2). */
+void serial_set_ioctl(int (*fn)(int fd, unsigned long req, void *arg));
+/* Seconds between two TIOCMGET polls where TIOCMIWAIT is missing (1). */
+void serial_set_modem_poll(double seconds);
+/* The signal (no-op handler, no SA_RESTART) that stops a watcher thread. */
+int serial_modem_signal(void);
+
 /* ---- the daemon (keel.c, reload.c, main.c) ---- */
 struct keel_options {
 	const struct keel_app *app;

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
@@ -28,6 +29,11 @@
 #define SERIAL_READ_MORE   ((size_t)2048)      /* a read this big: read again */
 #define SERIAL_JITTER      0.2
 #define SERIAL_OPENERS_MAX 32 /* open() threads at once, process-wide */
+#define SERIAL_MODEM_IN                                     \
+	(KEEL_MODEM_CTS | KEEL_MODEM_DSR | KEEL_MODEM_DCD | \
+	 KEEL_MODEM_RI)     /* the lines a watcher is told about */
+#define SERIAL_STOP_WAIT  2 /* ms a watcher gets to leave, per signal */
+#define SERIAL_STOP_TRIES 50
 
 static int serial_openers; /* attempts under way (loop side) */
 
@@ -41,6 +47,30 @@ static struct {
 } serial_queue = { NULL, &serial_queue.head };
 
 enum serial_state { S_WAITING, S_OPENING, S_OPEN };
+
+/* How the modem lines of an open port are watched. */
+enum modem_mode {
+	MW_OFF,         /* nobody asked, or not open: nothing runs */
+	MW_THREAD,      /* a thread blocked in TIOCMIWAIT */
+	MW_POLL,        /* a TIOCMGET timer: the driver has no TIOCMIWAIT */
+	MW_UNSUPPORTED, /* TIOCMGET says ENOTTY (ptys): nothing runs */
+};
+
+/*
+ * The thread blocked in TIOCMIWAIT for one port. It never touches the
+ * port: it owns a dup() of the device fd and reports through an eventfd.
+ * The loop and the thread each hold a reference; the last one closes both
+ * descriptors and frees it (the loop normally joins the thread first).
+ */
+struct modem_watch {
+	pthread_t tid;
+	int refs; /* atomic */
+	int stop; /* atomic: the loop wants it gone */
+	int done; /* atomic: it left (err says why) */
+	int err;
+	int fd;  /* dup of the device's: never the loop's fd number */
+	int efd; /* eventfd towards the loop */
+};
 
 /*
  * One open() attempt in its own thread. The loop and the thread each hold a
@@ -88,6 +118,21 @@ struct keel_serial {
 	struct keel_serial *watch_next;
 	struct keel_serial *queue_next; /* waiting for an opener */
 	int queued;
+	/* Modem lines and break (issue 9). */
+	unsigned int modem_mask,
+		modem_value; /* DTR/RTS wished (KEEL_MODEM_*) */
+	void (*modem_fn)(struct keel_serial *s, unsigned int lines,
+			 unsigned int changed, void *arg);
+	void *modem_arg;
+	enum modem_mode modem_mode;
+	unsigned int modem_lines; /* the last ones reported */
+	int modem_initial;        /* report the current lines, changed 0 */
+	int modem_logged;         /* "no modem lines" said for this open */
+	struct modem_watch *mw;
+	struct event *mw_ev;    /* the watcher's eventfd */
+	struct event *modem_ev; /* the first report; the poll */
+	struct event *break_timer;
+	int breaking;
 	struct keel_serial_stats stats;
 };
 
@@ -301,36 +346,46 @@ keel_serial_format_name(const struct keel_serial_line *line, char *buf,
 	return buf;
 }
 
+/* The standard speeds and their Bnnn codes. */
+static const struct {
+	unsigned int speed;
+	tcflag_t code;
+} serial_speeds[] = {
+	{ 50, B50 },           { 75, B75 },           { 110, B110 },
+	{ 134, B134 },         { 150, B150 },         { 200, B200 },
+	{ 300, B300 },         { 600, B600 },         { 1200, B1200 },
+	{ 1800, B1800 },       { 2400, B2400 },       { 4800, B4800 },
+	{ 9600, B9600 },       { 19200, B19200 },     { 38400, B38400 },
+	{ 57600, B57600 },     { 115200, B115200 },   { 230400, B230400 },
+	{ 460800, B460800 },   { 500000, B500000 },   { 576000, B576000 },
+	{ 921600, B921600 },   { 1000000, B1000000 }, { 1152000, B1152000 },
+	{ 1500000, B1500000 }, { 2000000, B2000000 }, { 2500000, B2500000 },
+	{ 3000000, B3000000 }, { 3500000, B3500000 }, { 4000000, B4000000 },
+};
+
 /* The Bnnn code of a standard speed, or BOTHER. */
 static tcflag_t
 serial_speed_code(unsigned int speed)
 {
-	static const struct {
-		unsigned int speed;
-		tcflag_t code;
-	} codes[] = {
-		{ 50, B50 },           { 75, B75 },
-		{ 110, B110 },         { 134, B134 },
-		{ 150, B150 },         { 200, B200 },
-		{ 300, B300 },         { 600, B600 },
-		{ 1200, B1200 },       { 1800, B1800 },
-		{ 2400, B2400 },       { 4800, B4800 },
-		{ 9600, B9600 },       { 19200, B19200 },
-		{ 38400, B38400 },     { 57600, B57600 },
-		{ 115200, B115200 },   { 230400, B230400 },
-		{ 460800, B460800 },   { 500000, B500000 },
-		{ 576000, B576000 },   { 921600, B921600 },
-		{ 1000000, B1000000 }, { 1152000, B1152000 },
-		{ 1500000, B1500000 }, { 2000000, B2000000 },
-		{ 2500000, B2500000 }, { 3000000, B3000000 },
-		{ 3500000, B3500000 }, { 4000000, B4000000 },
-	};
 	size_t i;
 
-	for (i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
-		if (codes[i].speed == speed)
-			return codes[i].code;
+	for (i = 0; i < sizeof(serial_speeds) / sizeof(serial_speeds[0]); i++)
+		if (serial_speeds[i].speed == speed)
+			return serial_speeds[i].code;
 	return BOTHER;
+}
+
+/* The speed of a termios2 read back: its Bnnn code's, or c_ospeed. */
+static unsigned int
+serial_speed_of(const struct termios2 *t)
+{
+	tcflag_t code = t->c_cflag & CBAUD;
+	size_t i;
+
+	for (i = 0; i < sizeof(serial_speeds) / sizeof(serial_speeds[0]); i++)
+		if (code != BOTHER && serial_speeds[i].code == code)
+			return serial_speeds[i].speed;
+	return t->c_ospeed;
 }
 
 /*
@@ -391,6 +446,485 @@ serial_apply_line(int fd, const struct keel_serial_line *line)
 	t.c_cc[VMIN] = 1;
 	t.c_cc[VTIME] = 0;
 	return ioctl(fd, TCSETS2, &t);
+}
+
+/* ---- modem lines, break, purge: the device layer ---- */
+
+/* ioctl(2) itself. */
+static int
+serial_real_ioctl(int fd, unsigned long req, void *arg)
+{
+	return ioctl(fd, req, arg);
+}
+
+/*
+ * Every modem, break, purge and read-back ioctl goes through this, so that
+ * a unit test can put a simulated UART behind a pty (ptys have no modem
+ * lines). The watcher threads call it too: a replacement must be
+ * thread-safe.
+ */
+static int (*serial_ioctl)(int fd, unsigned long req,
+			   void *arg) = serial_real_ioctl;
+static double serial_modem_poll = 1.0; /* seconds between TIOCMGET polls */
+static int serial_modem_sig_state;     /* 1 installed, -1 taken by the app */
+
+/* Route the device-layer ioctls through @fn (NULL: ioctl(2)). */
+void
+serial_set_ioctl(int (*fn)(int fd, unsigned long req, void *arg))
+{
+	serial_ioctl = fn != NULL ? fn : serial_real_ioctl;
+}
+
+/* Seconds between two polls of the lines where TIOCMIWAIT is missing. */
+void
+serial_set_modem_poll(double seconds)
+{
+	serial_modem_poll = seconds;
+}
+
+/* The signal that interrupts a watcher's TIOCMIWAIT. */
+int
+serial_modem_signal(void)
+{
+	return SIGRTMAX - 2;
+}
+
+static const struct {
+	unsigned int keel;
+	int tiocm;
+} serial_modem_bits[] = {
+	{ KEEL_MODEM_DTR, TIOCM_DTR }, { KEEL_MODEM_RTS, TIOCM_RTS },
+	{ KEEL_MODEM_CTS, TIOCM_CTS }, { KEEL_MODEM_DSR, TIOCM_DSR },
+	{ KEEL_MODEM_DCD, TIOCM_CAR }, { KEEL_MODEM_RI, TIOCM_RNG },
+};
+
+/* TIOCM_* bits of KEEL_MODEM_* ones. */
+static int
+serial_tiocm(unsigned int lines)
+{
+	int bits = 0;
+	size_t i;
+
+	for (i = 0;
+	     i < sizeof(serial_modem_bits) / sizeof(serial_modem_bits[0]); i++)
+		if (lines & serial_modem_bits[i].keel)
+			bits |= serial_modem_bits[i].tiocm;
+	return bits;
+}
+
+/* KEEL_MODEM_* bits of TIOCM_* ones. */
+static unsigned int
+serial_keel_lines(int bits)
+{
+	unsigned int lines = 0;
+	size_t i;
+
+	for (i = 0;
+	     i < sizeof(serial_modem_bits) / sizeof(serial_modem_bits[0]); i++)
+		if (bits & serial_modem_bits[i].tiocm)
+			lines |= serial_modem_bits[i].keel;
+	return lines;
+}
+
+/* The lines of the open device, or -1 (ENOTTY counted). */
+static int
+serial_modem_read(struct keel_serial *s)
+{
+	int bits = 0;
+
+	if (serial_ioctl(s->fd, TIOCMGET, &bits) == -1) {
+		if (errno == ENOTTY)
+			s->stats.modem_unsupported++;
+		return -1;
+	}
+	return (int)serial_keel_lines(bits);
+}
+
+/* Set the remembered DTR/RTS wish of @mask on the open device. */
+static int
+serial_modem_apply(struct keel_serial *s, unsigned int mask)
+{
+	int on = serial_tiocm(mask & s->modem_value);
+	int off = serial_tiocm(mask & ~s->modem_value);
+
+	if ((on != 0 && serial_ioctl(s->fd, TIOCMBIS, &on) == -1) ||
+	    (off != 0 && serial_ioctl(s->fd, TIOCMBIC, &off) == -1)) {
+		if (errno == ENOTTY)
+			s->stats.modem_unsupported++;
+		return -1;
+	}
+	return 0;
+}
+
+/* The no-op handler: its only effect is the EINTR. */
+static void
+serial_modem_sig_noop(int signo)
+{
+	(void)signo;
+}
+
+/*
+ * Install the watchers' signal once, without SA_RESTART: TIOCMIWAIT then
+ * ends with EINTR (the serial core returns -ERESTARTSYS). -1 when the
+ * application handles that signal itself (keel then polls instead).
+ */
+static int
+serial_modem_sig_install(void)
+{
+	struct sigaction sa, old;
+
+	if (serial_modem_sig_state != 0)
+		return serial_modem_sig_state > 0 ? 0 : -1;
+	if (sigaction(serial_modem_signal(), NULL, &old) == -1)
+		return -1;
+	if ((old.sa_flags & SA_SIGINFO) ||
+	    (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN)) {
+		log_info("serial: signal %d is the application's: modem lines "
+			 "are polled instead of waited for",
+			 serial_modem_signal());
+		serial_modem_sig_state = -1;
+		return -1;
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = serial_modem_sig_noop;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(serial_modem_signal(), &sa, NULL) == -1)
+		return -1;
+	serial_modem_sig_state = 1;
+	return 0;
+}
+
+/* Drop one reference to a watcher. */
+static void
+modem_watch_release(struct modem_watch *mw)
+{
+	if (__atomic_sub_fetch(&mw->refs, 1, __ATOMIC_ACQ_REL) != 0)
+		return;
+	if (mw->fd >= 0)
+		close(mw->fd);
+	if (mw->efd >= 0)
+		close(mw->efd);
+	free(mw);
+}
+
+/* The watcher thread: TIOCMIWAIT, tell the loop, again, until stopped. */
+static void *
+modem_watch_run(void *arg)
+{
+	struct modem_watch *mw = arg;
+	unsigned long mask = TIOCM_CTS | TIOCM_DSR | TIOCM_CAR | TIOCM_RNG;
+	uint64_t one = 1;
+	sigset_t set;
+	int err = 0;
+
+	/* Created with every signal blocked: let the stop signal in. */
+	sigemptyset(&set);
+	sigaddset(&set, serial_modem_signal());
+	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	while (!__atomic_load_n(&mw->stop, __ATOMIC_ACQUIRE)) {
+		if (serial_ioctl(mw->fd, TIOCMIWAIT, (void *)mask) == 0) {
+			if (write(mw->efd, &one, sizeof(one)) != sizeof(one)) {
+				/* Saturated: the loop reads it anyway. */
+			}
+			continue;
+		}
+		if (errno != EINTR) {
+			err = errno;
+			break;
+		}
+	}
+	mw->err = err;
+	__atomic_store_n(&mw->done, 1, __ATOMIC_RELEASE);
+	if (write(mw->efd, &one, sizeof(one)) != sizeof(one)) {
+		/* As above. */
+	}
+	modem_watch_release(mw);
+	return NULL;
+}
+
+static void serial_modem_wake(evutil_socket_t fd, short what, void *arg);
+
+/* Start a watcher thread on the open device; -1 when it cannot be. */
+static int
+serial_modem_thread_start(struct keel_serial *s)
+{
+	struct modem_watch *mw;
+	pthread_attr_t attr;
+	sigset_t all, old;
+	int rc;
+
+	if (serial_modem_sig_install() == -1) {
+		errno = EBUSY;
+		return -1;
+	}
+	mw = calloc(1, sizeof(*mw));
+	if (mw == NULL)
+		return -1;
+	mw->refs = 2;
+	mw->efd = -1;
+	mw->fd = fcntl(s->fd, F_DUPFD_CLOEXEC, 3);
+	if (mw->fd >= 0)
+		mw->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (mw->efd >= 0)
+		s->mw_ev = event_new(s->base, mw->efd, EV_READ | EV_PERSIST,
+				     serial_modem_wake, s);
+	if (s->mw_ev == NULL || event_add(s->mw_ev, NULL) == -1) {
+		rc = errno;
+		goto fail;
+	}
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, (size_t)256 * 1024);
+	/* The thread must run no handler but the stop signal's. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(&mw->tid, &attr, modem_watch_run, mw);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+	if (rc != 0)
+		goto fail;
+	s->mw = mw;
+	s->modem_mode = MW_THREAD;
+	return 0;
+fail:
+	if (s->mw_ev != NULL)
+		event_free(s->mw_ev);
+	s->mw_ev = NULL;
+	mw->refs = 1;
+	modem_watch_release(mw);
+	errno = rc != 0 ? rc : ENOMEM;
+	return -1;
+}
+
+/*
+ * Stop the watcher thread and wait for it: before the device fd is closed,
+ * so that its dup never keeps the device (flock, HUPCL) open. A signal
+ * that lands just before the thread enters TIOCMIWAIT is lost: send it
+ * again every SERIAL_STOP_WAIT ms. The join normally takes microseconds.
+ */
+static void
+serial_modem_thread_stop(struct keel_serial *s)
+{
+	struct modem_watch *mw = s->mw;
+	struct timespec ts;
+	int i, rc = -1;
+
+	if (mw == NULL)
+		return;
+	s->mw = NULL;
+	event_free(s->mw_ev);
+	s->mw_ev = NULL;
+	__atomic_store_n(&mw->stop, 1, __ATOMIC_RELEASE);
+	for (i = 0; i < SERIAL_STOP_TRIES && rc != 0; i++) {
+		pthread_kill(mw->tid, serial_modem_signal());
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += SERIAL_STOP_WAIT * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		rc = pthread_timedjoin_np(mw->tid, NULL, &ts);
+	}
+	if (rc != 0) {
+		/* A driver that ignores signals: leave it the last reference.
+		 */
+		log_warnx("serial %s: the modem watcher does not leave "
+			  "TIOCMIWAIT; left behind",
+			  s->name);
+		pthread_detach(mw->tid);
+	}
+	modem_watch_release(mw);
+}
+
+/* Stop watching the lines of this open (thread, poll, first report). */
+static void
+serial_modem_stop(struct keel_serial *s)
+{
+	serial_modem_thread_stop(s);
+	if (s->modem_ev != NULL)
+		evtimer_del(s->modem_ev);
+	s->modem_mode = MW_OFF;
+	s->modem_initial = 0;
+}
+
+/* Poll the lines on a timer (while watched only). */
+static void
+serial_modem_poll_start(struct keel_serial *s)
+{
+	struct timeval tv = keel_timeval(serial_modem_poll);
+
+	s->modem_mode = MW_POLL;
+	evtimer_add(s->modem_ev, &tv);
+}
+
+static void serial_hangup(struct keel_serial *s, const char *why);
+
+/*
+ * Read the lines and report a change (or the first report). The callback
+ * is the last thing done: it may stop watching or close the port.
+ */
+static void
+serial_modem_check(struct keel_serial *s)
+{
+	unsigned int changed;
+	int lines, initial;
+	char why[96];
+
+	if (s->state != S_OPEN || s->modem_fn == NULL)
+		return;
+	lines = serial_modem_read(s);
+	if (lines == -1 && errno == ENOTTY) {
+		serial_modem_stop(s);
+		s->modem_mode = MW_UNSUPPORTED;
+		return;
+	}
+	if (lines == -1) {
+		snprintf(why, sizeof(why), "modem lines: %s", strerror(errno));
+		serial_hangup(s, why);
+		return;
+	}
+	changed = ((unsigned int)lines ^ s->modem_lines) & SERIAL_MODEM_IN;
+	initial = s->modem_initial;
+	s->modem_initial = 0;
+	s->modem_lines = (unsigned int)lines;
+	if (changed != 0 || initial)
+		s->modem_fn(s, (unsigned int)lines, initial ? 0 : changed,
+			    s->modem_arg);
+}
+
+/* The first report, or a poll. */
+static void
+serial_modem_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct keel_serial *s = arg;
+	struct timeval tv;
+
+	(void)fd;
+	(void)what;
+	if (s->modem_mode == MW_POLL) {
+		tv = keel_timeval(serial_modem_poll);
+		evtimer_add(s->modem_ev, &tv);
+	}
+	serial_modem_check(s);
+}
+
+/* The watcher thread says: a line changed, or it left. */
+static void
+serial_modem_wake(evutil_socket_t fd, short what, void *arg)
+{
+	struct keel_serial *s = arg;
+	uint64_t n;
+	int err;
+
+	(void)what;
+	if (read(fd, &n, sizeof(n)) != sizeof(n))
+		return;
+	if (__atomic_load_n(&s->mw->done, __ATOMIC_ACQUIRE)) {
+		err = s->mw->err;
+		serial_modem_thread_stop(s);
+		log_debug("serial %s: TIOCMIWAIT: %s: polling the modem lines "
+			  "every %gs",
+			  s->name, strerror(err), serial_modem_poll);
+		serial_modem_poll_start(s);
+	}
+	serial_modem_check(s);
+}
+
+/*
+ * Start watching the lines of the open device: a thread in TIOCMIWAIT, or
+ * the poll when that cannot be. The current lines are reported once, on
+ * the next loop turn. -1 with ENOTTY when the device has no modem lines.
+ */
+static int
+serial_modem_start(struct keel_serial *s)
+{
+	int lines;
+
+	if (s->modem_fn == NULL || s->state != S_OPEN ||
+	    s->modem_mode == MW_THREAD || s->modem_mode == MW_POLL)
+		return 0;
+	lines = serial_modem_read(s);
+	if (lines == -1) {
+		int err = errno;
+
+		s->modem_mode = MW_UNSUPPORTED;
+		if (!s->modem_logged)
+			keel_log_limit(&s->rl, KEEL_LOG_INFO,
+				       "serial %s: %s: modem lines cannot be "
+				       "watched: %s",
+				       s->name, s->device, strerror(err));
+		s->modem_logged = 1;
+		errno = err;
+		return -1;
+	}
+	s->modem_lines = (unsigned int)lines;
+	s->modem_initial = 1;
+	if (serial_modem_thread_start(s) == -1) {
+		log_debug("serial %s: no modem watcher thread (%s): polling "
+			  "every %gs",
+			  s->name, strerror(errno), serial_modem_poll);
+		serial_modem_poll_start(s);
+	}
+	event_active(s->modem_ev, EV_TIMEOUT, 1);
+	return 0;
+}
+
+/* End a break (timer, close). */
+static void
+serial_break_end(struct keel_serial *s)
+{
+	evtimer_del(s->break_timer);
+	if (s->breaking && s->fd >= 0 &&
+	    serial_ioctl(s->fd, TIOCCBRK, NULL) == -1)
+		log_debug("serial %s: TIOCCBRK: %s", s->name, strerror(errno));
+	s->breaking = 0;
+}
+
+/* A timed break is over. */
+static void
+serial_break_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	serial_break_end(arg);
+}
+
+/* Start a break now, if none is under way. */
+static int
+serial_break_begin(struct keel_serial *s)
+{
+	if (s->state != S_OPEN) {
+		errno = EAGAIN;
+		return -1;
+	}
+	if (s->breaking)
+		return 0;
+	if (serial_ioctl(s->fd, TIOCSBRK, NULL) == -1)
+		return -1;
+	s->breaking = 1;
+	s->stats.breaks++;
+	return 0;
+}
+
+/* The device is open: DTR/RTS as wished, the lines watched if asked. */
+static void
+serial_modem_opened(struct keel_serial *s)
+{
+	s->modem_logged = 0;
+	s->modem_mode = MW_OFF;
+	if (s->modem_mask != 0 && serial_modem_apply(s, s->modem_mask) == -1)
+		log_debug("serial %s: cannot set DTR/RTS: %s", s->name,
+			  strerror(errno));
+	if (s->modem_fn != NULL)
+		serial_modem_start(s);
+}
+
+/* The device closes: stop watching, end a break. */
+static void
+serial_modem_closing(struct keel_serial *s)
+{
+	serial_modem_stop(s);
+	if (s->break_timer != NULL)
+		serial_break_end(s);
 }
 
 /* ---- UUCP lock files ---- */
@@ -717,6 +1251,7 @@ serial_close_fd(struct keel_serial *s)
 		event_free(s->wr);
 	s->rd = s->wr = NULL;
 	evtimer_del(s->idle_timer);
+	serial_modem_closing(s); /* before close: the watcher has a dup */
 	if (s->fd >= 0) {
 		ioctl(s->fd, TIOCNXCL);
 		close(s->fd);
@@ -933,6 +1468,7 @@ serial_opened(struct keel_serial *s, int fd)
 	keel_log_limit(&s->rl, KEEL_LOG_INFO, "serial %s: %s open (%u %s)",
 		       s->name, s->device, s->p.line.speed,
 		       keel_serial_format_name(&s->p.line, (char[8]){ 0 }, 8));
+	serial_modem_opened(s);
 	if (s->cb.opened != NULL)
 		s->cb.opened(s, s->arg);
 	serial_flush(s);
@@ -1161,9 +1697,12 @@ keel_serial_new(struct event_base *base, const struct keel_serial_params *p,
 	s->retry_timer = evtimer_new(base, serial_retry_cb, s);
 	s->open_timer = evtimer_new(base, serial_open_timeout_cb, s);
 	s->idle_timer = evtimer_new(base, serial_idle_cb, s);
+	s->modem_ev = evtimer_new(base, serial_modem_tick, s);
+	s->break_timer = evtimer_new(base, serial_break_cb, s);
 	if (s->name == NULL || s->device == NULL || s->lock_dir == NULL ||
 	    s->in == NULL || s->out == NULL || s->retry_timer == NULL ||
-	    s->open_timer == NULL || s->idle_timer == NULL) {
+	    s->open_timer == NULL || s->idle_timer == NULL ||
+	    s->modem_ev == NULL || s->break_timer == NULL) {
 		keel_serial_free(s);
 		errno = ENOMEM;
 		return NULL;
@@ -1199,6 +1738,11 @@ keel_serial_free(struct keel_serial *s)
 		event_free(s->open_timer);
 	if (s->idle_timer != NULL)
 		event_free(s->idle_timer);
+	serial_modem_stop(s);
+	if (s->modem_ev != NULL)
+		event_free(s->modem_ev);
+	if (s->break_timer != NULL)
+		event_free(s->break_timer);
 	if (s->in != NULL)
 		evbuffer_free(s->in);
 	if (s->out != NULL)
@@ -1366,4 +1910,167 @@ const struct keel_serial_stats *
 keel_serial_stats(const struct keel_serial *s)
 {
 	return &s->stats;
+}
+
+/* ---- modem lines, break, purge: the public API ---- */
+
+/* Set DTR/RTS, now if open, and at every open. */
+int
+keel_serial_set_modem(struct keel_serial *s, unsigned int mask,
+		      unsigned int value)
+{
+	if ((mask & ~(unsigned int)(KEEL_MODEM_DTR | KEEL_MODEM_RTS)) != 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	s->modem_mask |= mask;
+	s->modem_value = (s->modem_value & ~mask) | (value & mask);
+	if (s->state != S_OPEN) {
+		errno = EAGAIN;
+		return -1;
+	}
+	return serial_modem_apply(s, mask);
+}
+
+/* The lines now. */
+int
+keel_serial_get_modem(struct keel_serial *s)
+{
+	if (s->state != S_OPEN) {
+		errno = EAGAIN;
+		return -1;
+	}
+	return serial_modem_read(s);
+}
+
+/* Be told about changes of CTS, DSR, DCD, RI (NULL: no more). */
+int
+keel_serial_watch_modem(struct keel_serial *s,
+			void (*fn)(struct keel_serial *s, unsigned int lines,
+				   unsigned int changed, void *arg),
+			void *arg)
+{
+	if (fn == NULL) {
+		serial_modem_stop(s);
+		s->modem_fn = NULL;
+		s->modem_arg = NULL;
+		return 0;
+	}
+	s->modem_fn = fn;
+	s->modem_arg = arg;
+	if (s->state != S_OPEN)
+		return 0; /* from the next open */
+	if (s->modem_mode == MW_UNSUPPORTED)
+		s->modem_mode = MW_OFF; /* asked again: ask the device again */
+	return serial_modem_start(s);
+}
+
+/* A break of @ms milliseconds, or one under way extended. */
+int
+keel_serial_send_break(struct keel_serial *s, unsigned int ms)
+{
+	struct timeval tv;
+
+	if (serial_break_begin(s) == -1)
+		return -1;
+	tv.tv_sec = (time_t)(ms / 1000);
+	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+	evtimer_add(s->break_timer, &tv);
+	return 0;
+}
+
+/* Break on or off, untimed. */
+int
+keel_serial_set_break(struct keel_serial *s, int on)
+{
+	if (on) {
+		if (serial_break_begin(s) == -1)
+			return -1;
+		evtimer_del(s->break_timer);
+		return 0;
+	}
+	evtimer_del(s->break_timer);
+	if (!s->breaking || s->state != S_OPEN) {
+		s->breaking = 0;
+		return 0;
+	}
+	if (serial_ioctl(s->fd, TIOCCBRK, NULL) == -1)
+		return -1;
+	s->breaking = 0;
+	return 0;
+}
+
+/* Throw queued data away. */
+int
+keel_serial_purge(struct keel_serial *s, int which)
+{
+	unsigned long queue;
+	int rc, err, was_full;
+
+	if (which == 0 || (which & ~(KEEL_PURGE_RX | KEEL_PURGE_TX)) != 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (s->state != S_OPEN)
+		return 0; /* nothing is queued */
+	queue = which == (KEEL_PURGE_RX | KEEL_PURGE_TX) ? TCIOFLUSH
+		: which == KEEL_PURGE_RX                 ? TCIFLUSH
+							 : TCOFLUSH;
+	rc = serial_ioctl(s->fd, TCFLSH, (void *)queue);
+	err = errno;
+	if (which & KEEL_PURGE_RX)
+		evbuffer_drain(s->in, evbuffer_get_length(s->in));
+	if (!(which & KEEL_PURGE_TX)) {
+		errno = err;
+		return rc == -1 ? -1 : 0;
+	}
+	evbuffer_drain(s->out, evbuffer_get_length(s->out));
+	event_del(s->wr);
+	was_full = s->out_was_full;
+	s->out_was_full = 0;
+	if (was_full && s->cb.drained != NULL)
+		s->cb.drained(s, s->arg);
+	errno = err;
+	return rc == -1 ? -1 : 0;
+}
+
+/* The line settings the device has (or will get). */
+int
+keel_serial_get_line(const struct keel_serial *s, struct keel_serial_line *line)
+{
+	struct termios2 t;
+
+	*line = s->p.line;
+	if (s->state != S_OPEN)
+		return 0;
+	if (serial_ioctl(s->fd, TCGETS2, &t) == -1)
+		return -1;
+	line->speed = serial_speed_of(&t);
+	switch (t.c_cflag & CSIZE) {
+	case CS5:
+		line->data_bits = 5;
+		break;
+	case CS6:
+		line->data_bits = 6;
+		break;
+	case CS7:
+		line->data_bits = 7;
+		break;
+	default:
+		line->data_bits = 8;
+		break;
+	}
+	if (!(t.c_cflag & PARENB))
+		line->parity = 'N';
+	else if (t.c_cflag & CMSPAR)
+		line->parity = (t.c_cflag & PARODD) ? 'M' : 'S';
+	else
+		line->parity = (t.c_cflag & PARODD) ? 'O' : 'E';
+	line->stop_bits = (t.c_cflag & CSTOPB) ? 2 : 1;
+	line->flow = (t.c_cflag & CRTSCTS)          ? KEEL_FLOW_RTSCTS
+		     : (t.c_iflag & (IXON | IXOFF)) ? KEEL_FLOW_XONXOFF
+						    : KEEL_FLOW_NONE;
+	line->local = (t.c_cflag & CLOCAL) != 0;
+	line->hangup_on_close = (t.c_cflag & HUPCL) != 0;
+	return 0;
 }
