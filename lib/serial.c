@@ -498,32 +498,24 @@ static const struct {
 	{ KEEL_MODEM_DCD, TIOCM_CAR }, { KEEL_MODEM_RI, TIOCM_RNG },
 };
 
-/* TIOCM_* bits of KEEL_MODEM_* ones. */
-static int
-serial_tiocm(unsigned int lines)
-{
-	int bits = 0;
-	size_t i;
-
-	for (i = 0;
-	     i < sizeof(serial_modem_bits) / sizeof(serial_modem_bits[0]); i++)
-		if (lines & serial_modem_bits[i].keel)
-			bits |= serial_modem_bits[i].tiocm;
-	return bits;
-}
-
-/* KEEL_MODEM_* bits of TIOCM_* ones. */
+/* TIOCM_* bits of KEEL_MODEM_* ones (@to_tiocm), or the other way. */
 static unsigned int
-serial_keel_lines(int bits)
+serial_modem_map(unsigned int from, int to_tiocm)
 {
-	unsigned int lines = 0;
+	unsigned int to = 0, in, out;
 	size_t i;
 
 	for (i = 0;
-	     i < sizeof(serial_modem_bits) / sizeof(serial_modem_bits[0]); i++)
-		if (bits & serial_modem_bits[i].tiocm)
-			lines |= serial_modem_bits[i].keel;
-	return lines;
+	     i < sizeof(serial_modem_bits) / sizeof(serial_modem_bits[0]);
+	     i++) {
+		in = to_tiocm ? serial_modem_bits[i].keel
+			      : (unsigned int)serial_modem_bits[i].tiocm;
+		out = to_tiocm ? (unsigned int)serial_modem_bits[i].tiocm
+			       : serial_modem_bits[i].keel;
+		if (from & in)
+			to |= out;
+	}
+	return to;
 }
 
 /* The lines of the open device, or -1 (ENOTTY counted). */
@@ -537,15 +529,15 @@ serial_modem_read(struct keel_serial *s)
 			s->stats.modem_unsupported++;
 		return -1;
 	}
-	return (int)serial_keel_lines(bits);
+	return (int)serial_modem_map((unsigned int)bits, 0);
 }
 
 /* Set the remembered DTR/RTS wish of @mask on the open device. */
 static int
 serial_modem_apply(struct keel_serial *s, unsigned int mask)
 {
-	int on = serial_tiocm(mask & s->modem_value);
-	int off = serial_tiocm(mask & ~s->modem_value);
+	int on = (int)serial_modem_map(mask & s->modem_value, 1);
+	int off = (int)serial_modem_map(mask & ~s->modem_value, 1);
 
 	if ((on != 0 && serial_ioctl(s->fd, TIOCMBIS, &on) == -1) ||
 	    (off != 0 && serial_ioctl(s->fd, TIOCMBIC, &off) == -1)) {

@@ -32,6 +32,14 @@ int grantpt(int fd);
 int unlockpt(int fd);
 int ptsname_r(int fd, char *buf, size_t len);
 
+/* @call returns -1 with errno @err. */
+#define assert_fails(call, err)                 \
+	do {                                    \
+		errno = 0;                      \
+		assert_int_equal((call), -1);   \
+		assert_int_equal(errno, (err)); \
+	} while (0)
+
 /* ---- the simulated device ---- */
 
 static struct {
@@ -169,6 +177,15 @@ dev_get(const int *field)
 	v = *field;
 	pthread_mutex_unlock(&dev.mu);
 	return v;
+}
+
+/* Set a field of the device. */
+static void
+dev_set(int *field, int v)
+{
+	pthread_mutex_lock(&dev.mu);
+	*field = v;
+	pthread_mutex_unlock(&dev.mu);
 }
 
 /* ---- a port on a pty ---- */
@@ -382,6 +399,22 @@ teardown(void **state)
 
 /* ---- DTR/RTS ---- */
 
+/*
+ * The device has no modem lines: set, get and watch answer ENOTTY at once
+ * (the loop never waits) and each answer is counted.
+ */
+static void
+assert_no_modem_lines(void)
+{
+	double t0 = now();
+
+	assert_fails(keel_serial_set_modem(t.s, KEEL_MODEM_DTR, 0), ENOTTY);
+	assert_fails(keel_serial_get_modem(t.s), ENOTTY);
+	assert_fails(keel_serial_watch_modem(t.s, on_modem, &t), ENOTTY);
+	assert_true(now() - t0 < 0.05);
+	assert_int_equal(keel_serial_stats(t.s)->modem_unsupported, 3);
+}
+
 static void
 test_set_get_modem(void **state)
 {
@@ -401,9 +434,7 @@ test_set_get_modem(void **state)
 	assert_int_equal(dev_get(&dev.bits) & (TIOCM_DTR | TIOCM_RTS),
 			 TIOCM_DTR | TIOCM_RTS);
 	/* The device's lines are not ours to set. */
-	errno = 0;
-	assert_int_equal(keel_serial_set_modem(t.s, KEEL_MODEM_CTS, 0), -1);
-	assert_int_equal(errno, EINVAL);
+	assert_fails(keel_serial_set_modem(t.s, KEEL_MODEM_CTS, 0), EINVAL);
 	assert_int_equal(keel_serial_stats(t.s)->modem_unsupported, 0);
 }
 
@@ -415,12 +446,8 @@ test_modem_wish_applied_at_reopen(void **state)
 	unplug();
 	assert_true(wait_for(&t.closed, 1, 2000));
 	/* Not open: remembered, EAGAIN. */
-	errno = 0;
-	assert_int_equal(keel_serial_set_modem(t.s, KEEL_MODEM_RTS, 0), -1);
-	assert_int_equal(errno, EAGAIN);
-	errno = 0;
-	assert_int_equal(keel_serial_get_modem(t.s), -1);
-	assert_int_equal(errno, EAGAIN);
+	assert_fails(keel_serial_set_modem(t.s, KEEL_MODEM_RTS, 0), EAGAIN);
+	assert_fails(keel_serial_get_modem(t.s), EAGAIN);
 	pthread_mutex_lock(&dev.mu);
 	dev.bits = TIOCM_DTR | TIOCM_RTS; /* a fresh open raises both */
 	pthread_mutex_unlock(&dev.mu);
@@ -432,25 +459,11 @@ test_modem_wish_applied_at_reopen(void **state)
 static void
 test_enotty_counted_and_at_once(void **state)
 {
-	double t0;
 	int before_threads = threads_settle(1), before_added = added();
 
 	(void)state;
-	pthread_mutex_lock(&dev.mu);
-	dev.notty = 1;
-	pthread_mutex_unlock(&dev.mu);
-	t0 = now();
-	errno = 0;
-	assert_int_equal(keel_serial_set_modem(t.s, KEEL_MODEM_DTR, 0), -1);
-	assert_int_equal(errno, ENOTTY);
-	errno = 0;
-	assert_int_equal(keel_serial_get_modem(t.s), -1);
-	assert_int_equal(errno, ENOTTY);
-	errno = 0;
-	assert_int_equal(keel_serial_watch_modem(t.s, on_modem, &t), -1);
-	assert_int_equal(errno, ENOTTY);
-	assert_true(now() - t0 < 0.05);
-	assert_int_equal(keel_serial_stats(t.s)->modem_unsupported, 3);
+	dev_set(&dev.notty, 1);
+	assert_no_modem_lines();
 	/* Unsupported: nothing runs, nothing is reported. */
 	spin(100);
 	assert_int_equal(t.reports, 0);
@@ -526,12 +539,8 @@ test_break_ended_by_hangup(void **state)
 	unplug();
 	assert_true(wait_for(&t.closed, 1, 2000));
 	assert_int_equal(dev_get(&dev.brk), 0);
-	errno = 0;
-	assert_int_equal(keel_serial_send_break(t.s, 10), -1);
-	assert_int_equal(errno, EAGAIN);
-	errno = 0;
-	assert_int_equal(keel_serial_set_break(t.s, 1), -1);
-	assert_int_equal(errno, EAGAIN);
+	assert_fails(keel_serial_send_break(t.s, 10), EAGAIN);
+	assert_fails(keel_serial_set_break(t.s, 1), EAGAIN);
 	assert_int_equal(keel_serial_set_break(t.s, 0), 0);
 }
 
@@ -561,9 +570,7 @@ test_purge(void **state)
 	assert_int_equal(keel_serial_purge(t.s, KEEL_PURGE_RX | KEEL_PURGE_TX),
 			 0);
 	assert_int_equal(dev.flush_q, TCIOFLUSH);
-	errno = 0;
-	assert_int_equal(keel_serial_purge(t.s, 4), -1);
-	assert_int_equal(errno, EINVAL);
+	assert_fails(keel_serial_purge(t.s, 4), EINVAL);
 	/* Fill the pty and then keel's queue (the master reads nothing). */
 	memset(chunk, 'a', sizeof(chunk));
 	for (i = 0; i < 1000 && !keel_serial_output_full(t.s); i++) {
@@ -695,17 +702,22 @@ test_watch_follows_reopen(void **state)
 	assert_int_equal(t.changed, KEEL_MODEM_CTS);
 }
 
+/* Watch a device whose driver has no TIOCMIWAIT; the first report came. */
+static void
+watch_polled(void)
+{
+	dev_set(&dev.miwait, 0);
+	assert_int_equal(keel_serial_watch_modem(t.s, on_modem, &t), 0);
+	assert_true(wait_for(&t.reports, 1, 1000));
+}
+
 static void
 test_watch_poll_without_miwait(void **state)
 {
 	int base_threads = threads_settle(1), base_added = added(), n;
 
 	(void)state;
-	pthread_mutex_lock(&dev.mu);
-	dev.miwait = 0;
-	pthread_mutex_unlock(&dev.mu);
-	assert_int_equal(keel_serial_watch_modem(t.s, on_modem, &t), 0);
-	assert_true(wait_for(&t.reports, 1, 1000));
+	watch_polled();
 	assert_int_equal(t.changed, 0);
 	/* The thread found no TIOCMIWAIT and left: a timer polls. */
 	assert_int_equal(threads_settle(base_threads), base_threads);
@@ -728,14 +740,8 @@ static void
 test_watch_eio_hangs_up(void **state)
 {
 	(void)state;
-	pthread_mutex_lock(&dev.mu);
-	dev.miwait = 0;
-	pthread_mutex_unlock(&dev.mu);
-	assert_int_equal(keel_serial_watch_modem(t.s, on_modem, &t), 0);
-	assert_true(wait_for(&t.reports, 1, 1000));
-	pthread_mutex_lock(&dev.mu);
-	dev.mget_err = EIO;
-	pthread_mutex_unlock(&dev.mu);
+	watch_polled();
+	dev_set(&dev.mget_err, EIO);
 	assert_true(wait_for(&t.closed, 1, 1000));
 	assert_string_equal(t.why, "modem lines: Input/output error");
 	assert_int_equal(keel_serial_stats(t.s)->hangups, 1);
@@ -749,22 +755,13 @@ test_pty_alone(void **state)
 	struct keel_serial_line line;
 	unsigned char buf[64];
 	struct pollfd p;
-	double t0;
 	int one = 1, before = threads_settle(1);
 
 	(void)state;
 	serial_set_ioctl(NULL);
 	assert_int_equal(ioctl(t.master, TIOCPKT, &one), 0);
 	/* Modem lines: ENOTTY, at once, counted; watching runs nothing. */
-	t0 = now();
-	errno = 0;
-	assert_int_equal(keel_serial_set_modem(t.s, KEEL_MODEM_DTR, 0), -1);
-	assert_int_equal(errno, ENOTTY);
-	errno = 0;
-	assert_int_equal(keel_serial_watch_modem(t.s, on_modem, &t), -1);
-	assert_int_equal(errno, ENOTTY);
-	assert_true(now() - t0 < 0.05);
-	assert_int_equal(keel_serial_stats(t.s)->modem_unsupported, 2);
+	assert_no_modem_lines();
 	spin(50);
 	assert_int_equal(threads(), before);
 	assert_int_equal(t.reports, 0);
@@ -808,30 +805,25 @@ test_pty_alone(void **state)
 	assert_int_equal(line.parity, 'E');
 }
 
+/* Every test runs on a port freshly opened on a fresh pty. */
+#define T(test) cmocka_unit_test_setup_teardown(test, setup, teardown)
+
 static const struct CMUnitTest tests[] = {
-	cmocka_unit_test_setup_teardown(test_set_get_modem, setup, teardown),
-	cmocka_unit_test_setup_teardown(test_modem_wish_applied_at_reopen,
-					setup, teardown),
-	cmocka_unit_test_setup_teardown(test_enotty_counted_and_at_once, setup,
-					teardown),
-	cmocka_unit_test_setup_teardown(test_break_timed, setup, teardown),
-	cmocka_unit_test_setup_teardown(test_break_extended, setup, teardown),
-	cmocka_unit_test_setup_teardown(test_break_on_off, setup, teardown),
-	cmocka_unit_test_setup_teardown(test_break_ended_by_hangup, setup,
-					teardown),
-	cmocka_unit_test_setup_teardown(test_break_ended_by_free, setup,
-					teardown),
-	cmocka_unit_test_setup_teardown(test_purge, setup, teardown),
-	cmocka_unit_test_setup_teardown(test_watch_thread, setup, teardown),
-	cmocka_unit_test_setup_teardown(test_watch_start_stop_race, setup,
-					teardown),
-	cmocka_unit_test_setup_teardown(test_watch_follows_reopen, setup,
-					teardown),
-	cmocka_unit_test_setup_teardown(test_watch_poll_without_miwait, setup,
-					teardown),
-	cmocka_unit_test_setup_teardown(test_watch_eio_hangs_up, setup,
-					teardown),
-	cmocka_unit_test_setup_teardown(test_pty_alone, setup, teardown),
+	T(test_set_get_modem),
+	T(test_modem_wish_applied_at_reopen),
+	T(test_enotty_counted_and_at_once),
+	T(test_break_timed),
+	T(test_break_extended),
+	T(test_break_on_off),
+	T(test_break_ended_by_hangup),
+	T(test_break_ended_by_free),
+	T(test_purge),
+	T(test_watch_thread),
+	T(test_watch_start_stop_race),
+	T(test_watch_follows_reopen),
+	T(test_watch_poll_without_miwait),
+	T(test_watch_eio_hangs_up),
+	T(test_pty_alone),
 };
 
 UNIT_MAIN_ALL("serial", tests)
