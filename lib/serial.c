@@ -29,9 +29,9 @@
 #define SERIAL_READ_MORE   ((size_t)2048)      /* a read this big: read again */
 #define SERIAL_JITTER      0.2
 #define SERIAL_OPENERS_MAX 32 /* open() threads at once, process-wide */
-#define SERIAL_MODEM_IN                                     \
-	(KEEL_MODEM_CTS | KEEL_MODEM_DSR | KEEL_MODEM_DCD | \
-	 KEEL_MODEM_RI)     /* the lines a watcher is told about */
+/* The lines a watcher is told about. */
+#define SERIAL_MODEM_IN \
+	(KEEL_MODEM_CTS | KEEL_MODEM_DSR | KEEL_MODEM_DCD | KEEL_MODEM_RI)
 #define SERIAL_STOP_WAIT  2 /* ms a watcher gets to leave, per signal */
 #define SERIAL_STOP_TRIES 50
 
@@ -119,8 +119,8 @@ struct keel_serial {
 	struct keel_serial *queue_next; /* waiting for an opener */
 	int queued;
 	/* Modem lines and break (issue 9). */
-	unsigned int modem_mask,
-		modem_value; /* DTR/RTS wished (KEEL_MODEM_*) */
+	unsigned int modem_mask;  /* DTR/RTS set by the caller ... */
+	unsigned int modem_value; /* ... to these (KEEL_MODEM_*) */
 	void (*modem_fn)(struct keel_serial *s, unsigned int lines,
 			 unsigned int changed, void *arg);
 	void *modem_arg;
