@@ -21,6 +21,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "telnet.h"
+
 #define SERIAL_DRAIN_MAX  5.0    /* seconds a removed port may take to drain */
 #define LISTEN_PAUSE_USEC 200000 /* listener pause when out of fds */
 #define CLIENT_LOG_WINDOW 10.0   /* seconds; client lines per port ... */
@@ -53,6 +55,7 @@ struct port_conf {
 	int slow; /* enum slow_client */
 	size_t device_buffer;
 	int trace;
+	int protocol; /* enum tn_proto: protocol_words is in its order */
 };
 
 /* The port's metrics; the first ones read the device's own counters. */
@@ -62,7 +65,9 @@ enum {
 	M_OPENS,
 	M_OPEN_FAILURES,
 	M_HANGUPS,
-	M_DROPS, /* the last one bound to keel_serial_stats() */
+	M_DROPS,
+	M_BREAKS,
+	M_MODEM_UNSUPPORTED, /* the last one bound to keel_serial_stats() */
 	M_CLIENT_DROPS,
 	M_ACCEPTED,
 	M_REFUSED,
@@ -98,6 +103,12 @@ static const struct {
 	[M_DROPS] = { "dropped_bytes_total",
 		      "Bytes for the device that were dropped",
 		      KEEL_METRIC_COUNTER, STAT(drops) },
+	[M_BREAKS] = { "breaks_total", "Breaks sent to the device",
+		       KEEL_METRIC_COUNTER, STAT(breaks) },
+	[M_MODEM_UNSUPPORTED] = { "modem_unsupported_total",
+				  "Modem-line requests for a device without modem lines (acknowledged as asked)",
+				  KEEL_METRIC_COUNTER,
+				  STAT(modem_unsupported) },
 	[M_CLIENT_DROPS] = { "client_dropped_bytes_total",
 			     "Bytes for slow clients that were dropped",
 			     KEEL_METRIC_COUNTER, -1 },
@@ -137,6 +148,11 @@ struct client {
 	char peer[80];
 	time_t since;             /* wall clock */
 	uint64_t rx, tx, dropped; /* bytes from it, to it, dropped for it */
+	/* telnet and rfc2217: the protocol, and what it decoded for the
+	 * device (NULL for raw clients: their bytes go as they came). */
+	struct tn *tn;
+	struct evbuffer *dec;
+	int suspended; /* FLOWCONTROL-SUSPEND: nothing sent to it */
 };
 
 struct port {
@@ -160,11 +176,21 @@ struct port {
 	 * per port (the counts are in the metrics). */
 	struct keel_ratelimit rl;
 	int out_of_fds; /* accept fails for lack of descriptors: said once */
+	/* RFC 2217: the client whose settings the port has (the first one to
+	 * set something, until it leaves), and what it changed, to put back. */
+	struct client *controller;
+	int ctl_line, ctl_dtr, ctl_rts, ctl_break;
+	long com_clients;  /* rfc2217 clients: modem lines watched while > 0 */
+	unsigned int wish; /* DTR and RTS as last asked (KEEL_MODEM_*) */
+	char set_by[80];   /* who set the line settings: "" = configuration */
+	char signature[128];
 };
 
 static void port_maybe_done(struct port *p);
 static void port_resume_device(struct port *p);
 static void client_arm_idle(struct client *cl);
+static void port_com_client(struct port *p, int delta);
+static void port_release(struct port *p, struct client *cl);
 
 /* ---- clients ---- */
 
@@ -205,6 +231,9 @@ client_release(struct client *cl)
 		evbuffer_free(cl->in);
 	if (cl->out != NULL)
 		evbuffer_free(cl->out);
+	if (cl->dec != NULL)
+		evbuffer_free(cl->dec);
+	free(cl->tn);
 	if (cl->fd != -1)
 		close(cl->fd);
 	free(cl);
@@ -224,6 +253,10 @@ client_free(struct client *cl, const char *why)
 		}
 	p->nclients--;
 	keel_metric_set(p->mt[M_CLIENTS], p->nclients);
+	if (cl->tn != NULL && cl->tn->proto == TN_RFC2217)
+		port_com_client(p, -1);
+	if (p->controller == cl)
+		port_release(p, cl);
 	keel_module_log_limit(p->m, &p->rl, KEEL_LOG_INFO, "%s: client %s %s",
 			      p->name, cl->peer, why);
 	client_release(cl);
@@ -254,12 +287,23 @@ static void
 client_deliver(struct client *cl)
 {
 	struct port *p = cl->p;
+	struct evbuffer *src = cl->in;
 
-	if (evbuffer_get_length(cl->in) == 0)
+	if (cl->tn != NULL) {
+		/* Commands are answered on the next loop turn (the write
+		 * event), never by freeing the client under our caller. */
+		size_t before = evbuffer_get_length(cl->out);
+
+		tn_input(cl->tn, cl->in, cl->dec, cl->out);
+		if (evbuffer_get_length(cl->out) > before && !cl->suspended)
+			event_add(cl->wr, NULL);
+		src = cl->dec;
+	}
+	if (evbuffer_get_length(src) == 0)
 		return;
-	trace_dump(p, "net->dev", cl->in);
-	keel_serial_write(p->dev, cl->in);
-	if (evbuffer_get_length(cl->in) > 0)
+	trace_dump(p, "net->dev", src);
+	keel_serial_write(p->dev, src);
+	if (evbuffer_get_length(src) > 0)
 		port_pause_clients(p, 1);
 }
 
@@ -354,6 +398,12 @@ client_flush(struct client *cl)
 	char why[128];
 	int n;
 
+	if (cl->suspended) {
+		/* FLOWCONTROL-SUSPEND: its buffer fills, and the usual
+		 * slow-client rules apply. */
+		event_del(cl->wr);
+		return 0;
+	}
 	n = evbuffer_write(cl->out, cl->fd);
 	if (n == -1 && errno != EAGAIN && errno != EINTR) {
 		snprintf(why, sizeof(why), "lost (%s)", strerror(errno));
@@ -483,6 +533,315 @@ client_sockopts(evutil_socket_t fd)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
+/* ---- telnet and RFC 2217 ---- */
+
+static const char parity_codes[] = "?NOEMS"; /* RFC 2217's 1 to 5 */
+/* RFC 2217 flow control codes (outbound; inbound is 13 more) of enum
+ * keel_serial_flow, and back. */
+static const uint32_t flow_code[] = { 1, 3, 2 };
+static const enum keel_serial_flow code_flow[] = {
+	KEEL_FLOW_NONE, KEEL_FLOW_NONE, KEEL_FLOW_XONXOFF, KEEL_FLOW_RTSCTS
+};
+
+static struct keel_serial_line conf_line(const struct port_conf *c);
+
+/* The line settings the device has now (the configured ones if closed). */
+static struct keel_serial_line
+port_line_now(const struct port *p)
+{
+	struct keel_serial_line line;
+
+	if (keel_serial_get_line(p->dev, &line) == -1)
+		line = p->line;
+	return line;
+}
+
+/* New line settings from a client; @p->line shows what the device took. */
+static void
+port_client_line(struct port *p, struct client *cl,
+		 const struct keel_serial_line *line)
+{
+	if (keel_serial_set_line(p->dev, line) == 0) {
+		p->line = port_line_now(p);
+		p->ctl_line = 1;
+		snprintf(p->set_by, sizeof(p->set_by), "%s", cl->peer);
+	}
+}
+
+/* RFC 2217 SET-CONTROL: apply @v, return the state it asks about. */
+static uint32_t
+port_control(struct port *p, struct client *cl, uint32_t v, int may)
+{
+	struct keel_serial_line line = port_line_now(p);
+	int lines = keel_serial_get_modem(p->dev);
+	unsigned int want;
+
+	if (lines == -1)
+		lines = (int)p->wish;
+	switch (v) {
+	case 1: /* outbound flow: none, XON/XOFF, hardware */
+	case 2:
+	case 3:
+	case 14: /* inbound: Linux has one setting for both ways */
+	case 15:
+	case 16:
+		if (may) {
+			line.flow = code_flow[v >= 13 ? v - 13 : v];
+			port_client_line(p, cl, &line);
+			line = port_line_now(p);
+		}
+		/* fall through */
+	case 0:
+	case 13:
+	case 17: /* DCD, DTR and DSR flow control: not on Linux */
+	case 18:
+	case 19:
+		return flow_code[line.flow] + (v >= 13 ? 13 : 0);
+	case 5:
+	case 6:
+		if (may && keel_serial_set_break(p->dev, v == 5) == 0)
+			p->ctl_break = v == 5;
+		/* fall through */
+	case 4:
+		return p->ctl_break ? 5 : 6;
+	case 8:
+	case 9:
+	case 11:
+	case 12:
+		want = v <= 9 ? KEEL_MODEM_DTR : KEEL_MODEM_RTS;
+		if (may) {
+			/* ENOTTY (no modem lines): acknowledged as asked and
+			 * counted by libkeel, so that clients waiting for the
+			 * answer (pyserial) work with such ports. */
+			p->wish = (p->wish & ~want) |
+				  (v == 8 || v == 11 ? want : 0);
+			keel_serial_set_modem(p->dev, want, p->wish);
+			if (want == KEEL_MODEM_DTR)
+				p->ctl_dtr = 1;
+			else
+				p->ctl_rts = 1;
+			lines = keel_serial_get_modem(p->dev);
+			if (lines == -1)
+				lines = (int)p->wish;
+		}
+		return (lines & (int)want) ? (v <= 9 ? 8 : 11)
+					   : (v <= 9 ? 9 : 12);
+	case 7:
+		return (lines & KEEL_MODEM_DTR) ? 8 : 9;
+	case 10:
+		return (lines & KEEL_MODEM_RTS) ? 11 : 12;
+	default:
+		return v;
+	}
+}
+
+/*
+ * A COM-PORT command from @arg (a client). The first client to set
+ * something controls the port until it leaves; then the port goes back to
+ * its configuration. The others' settings are answered with the port's
+ * current values (RFC 2217: the value in effect), not applied.
+ */
+static int
+tn_com_cb(void *arg, int cmd, uint32_t *value)
+{
+	struct client *cl = arg;
+	struct port *p = cl->p;
+	struct keel_serial_line line = port_line_now(p);
+	uint32_t v = *value;
+	/* Queries (0; SET-CONTROL's 0, 4, 7, 10, 13, 17-19) change nothing. */
+	int set = cmd == CPO_PURGE_DATA ||
+		  (v != 0 &&
+		   (cmd != CPO_SET_CONTROL ||
+		    (v != 4 && v != 7 && v != 10 && v != 13 && v < 17)));
+	int may = set && (p->controller == NULL || p->controller == cl);
+
+	if (may && p->controller == NULL && cmd != CPO_PURGE_DATA) {
+		p->controller = cl;
+		keel_module_log_limit(
+			p->m, &p->rl, KEEL_LOG_INFO,
+			"%s: client %s controls the port settings", p->name,
+			cl->peer);
+	}
+	switch (cmd) {
+	case CPO_SET_BAUDRATE:
+		if (may && v >= 50 && v <= 4000000) {
+			line.speed = v;
+			port_client_line(p, cl, &line);
+		}
+		*value = port_line_now(p).speed;
+		return 0;
+	case CPO_SET_DATASIZE:
+		if (may && v >= 5 && v <= 8) {
+			line.data_bits = (int)v;
+			port_client_line(p, cl, &line);
+		}
+		*value = (uint32_t)port_line_now(p).data_bits;
+		return 0;
+	case CPO_SET_PARITY:
+		if (may && v >= 1 && v <= 5) {
+			line.parity = parity_codes[v];
+			port_client_line(p, cl, &line);
+		}
+		line = port_line_now(p);
+		*value = (uint32_t)(strchr(parity_codes, line.parity) -
+				    parity_codes);
+		return 0;
+	case CPO_SET_STOPSIZE:
+		/* 3 (1.5 stop bits) does not exist on Linux. */
+		if (may && (v == 1 || v == 2)) {
+			line.stop_bits = (int)v;
+			port_client_line(p, cl, &line);
+		}
+		*value = (uint32_t)port_line_now(p).stop_bits;
+		return 0;
+	case CPO_SET_CONTROL:
+		*value = port_control(p, cl, v, may);
+		return 0;
+	case CPO_PURGE_DATA:
+		if (may && v >= 1 && v <= 3)
+			keel_serial_purge(p->dev, (int)v); /* 1 rx, 2 tx */
+		return 0;
+	default:
+		return -1;
+	}
+}
+
+/* KEEL_MODEM_* to RFC 2217's modem state bits. */
+static unsigned int
+modem_bits(int lines)
+{
+	return ((lines & KEEL_MODEM_CTS) ? CPO_MS_CTS : 0) |
+	       ((lines & KEEL_MODEM_DSR) ? CPO_MS_DSR : 0) |
+	       ((lines & KEEL_MODEM_DCD) ? CPO_MS_DCD : 0) |
+	       ((lines & KEEL_MODEM_RI) ? CPO_MS_RI : 0);
+}
+
+/*
+ * The modem state for a client. A device without modem lines (a pty, some
+ * USB CDC adapters) reports CTS, DSR and DCD on, as a three-wire cable
+ * with the usual loop-backs would: nothing holds the data back.
+ */
+static unsigned int
+tn_modem_cb(void *arg)
+{
+	struct client *cl = arg;
+	int lines = keel_serial_get_modem(cl->p->dev);
+
+	if (lines == -1)
+		return errno == ENOTTY ? CPO_MS_CTS | CPO_MS_DSR | CPO_MS_DCD
+				       : 0;
+	return modem_bits(lines);
+}
+
+/* IAC BRK: a break of 250 ms, as from a telnet client's "send brk". */
+static void
+tn_brk_cb(void *arg)
+{
+	struct client *cl = arg;
+	struct port *p = cl->p;
+
+	if (p->controller == NULL || p->controller == cl)
+		keel_serial_send_break(p->dev, 250);
+}
+
+static void
+tn_suspend_cb(void *arg, int on)
+{
+	struct client *cl = arg;
+
+	cl->suspended = on;
+	if (!on && evbuffer_get_length(cl->out) > 0)
+		event_add(cl->wr, NULL);
+}
+
+static const struct tn_ops tn_callbacks = {
+	.com = tn_com_cb,
+	.modem = tn_modem_cb,
+	.brk = tn_brk_cb,
+	.suspend = tn_suspend_cb,
+};
+
+/* The device's modem lines changed: tell the RFC 2217 clients. */
+static void
+port_modem_cb(struct keel_serial *s, unsigned int lines, unsigned int changed,
+	      void *arg)
+{
+	struct port *p = arg;
+	struct client *cl;
+
+	(void)s;
+	(void)changed;
+	for (cl = p->clients; cl != NULL; cl = cl->next) {
+		size_t before;
+
+		if (cl->tn == NULL || !tn_com_port(cl->tn))
+			continue;
+		before = evbuffer_get_length(cl->out);
+		tn_modem(cl->tn, modem_bits((int)lines), cl->out);
+		if (evbuffer_get_length(cl->out) > before && !cl->suspended)
+			event_add(cl->wr, NULL);
+	}
+}
+
+/* One RFC 2217 client more or less: the modem lines are watched (a cost
+ * on real UARTs only) while there is one. */
+static void
+port_com_client(struct port *p, int delta)
+{
+	p->com_clients += delta;
+	if (p->com_clients == 1 && delta > 0)
+		keel_serial_watch_modem(p->dev, port_modem_cb, p);
+	else if (p->com_clients == 0)
+		keel_serial_watch_modem(p->dev, NULL, NULL);
+}
+
+/* The controlling client left: back to the configured settings. */
+static void
+port_release(struct port *p, struct client *cl)
+{
+	p->controller = NULL;
+	if (!p->ctl_line && !p->ctl_dtr && !p->ctl_rts && !p->ctl_break)
+		return;
+	if (p->ctl_line) {
+		struct keel_serial_line line = conf_line(p->c);
+
+		if (keel_serial_set_line(p->dev, &line) == 0)
+			p->line = line;
+	}
+	if (p->ctl_dtr || p->ctl_rts) {
+		p->wish = KEEL_MODEM_DTR | KEEL_MODEM_RTS;
+		keel_serial_set_modem(p->dev, p->wish, p->wish);
+	}
+	if (p->ctl_break)
+		keel_serial_set_break(p->dev, 0);
+	p->ctl_line = p->ctl_dtr = p->ctl_rts = p->ctl_break = 0;
+	p->set_by[0] = '\0';
+	keel_module_log_limit(
+		p->m, &p->rl, KEEL_LOG_INFO,
+		"%s: client %s left: settings back to the configuration",
+		p->name, cl->peer);
+}
+
+/* Start the protocol of a new client; -1 when out of memory. */
+static int
+client_protocol(struct client *cl)
+{
+	struct port *p = cl->p;
+
+	if (p->c->protocol == TN_RAW)
+		return 0;
+	cl->tn = malloc(sizeof(*cl->tn));
+	cl->dec = evbuffer_new();
+	if (cl->tn == NULL || cl->dec == NULL)
+		return -1;
+	tn_init(cl->tn, (enum tn_proto)p->c->protocol, &tn_callbacks, cl,
+		p->signature, cl->out);
+	event_add(cl->wr, NULL);
+	if (cl->tn->proto == TN_RFC2217)
+		port_com_client(p, 1);
+	return 0;
+}
+
 /* A new connection. */
 static void
 accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
@@ -554,7 +913,7 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 	cl->out = evbuffer_new();
 	cl->idle = evtimer_new(keel_module_base(p->m), client_idle_cb, cl);
 	if (cl->rd == NULL || cl->wr == NULL || cl->in == NULL ||
-	    cl->out == NULL || cl->idle == NULL) {
+	    cl->out == NULL || cl->idle == NULL || client_protocol(cl) == -1) {
 		client_release(cl);
 		return;
 	}
@@ -694,7 +1053,9 @@ dev_data_cb(struct keel_serial *s, struct evbuffer *in, void *arg)
 		}
 		/* The last one takes the chain itself: no copy for one client.
 		 */
-		if (left == 0)
+		if (cl->tn != NULL)
+			tn_output(cl->tn, evbuffer_pullup(in, -1), len, out);
+		else if (left == 0)
 			evbuffer_add_buffer(out, in);
 		else
 			evbuffer_add(out, evbuffer_pullup(in, -1), len);
@@ -975,6 +1336,9 @@ port_new(struct keel_instance *in, const struct port_conf *c, int fd)
 	p->name = keel_instance_name(in);
 	p->c = c;
 	p->line = conf_line(c);
+	p->wish = KEEL_MODEM_DTR | KEEL_MODEM_RTS;
+	snprintf(p->signature, sizeof(p->signature), "keeld serial %s",
+		 p->name);
 	base = keel_module_base(p->m);
 	sp = conf_params(p, c, &p->line);
 	if (port_listen(p, fd) == -1 ||
@@ -1032,6 +1396,14 @@ port_update(struct port *p, const struct port_conf *c, int fd)
 			keel_serial_free(p->dev);
 			p->dev = dev;
 			p->line = line;
+			/* A new device starts from the configuration; DTR and
+			 * RTS as last asked. */
+			p->ctl_line = p->ctl_break = 0;
+			p->set_by[0] = '\0';
+			keel_serial_set_modem(
+				dev, KEEL_MODEM_DTR | KEEL_MODEM_RTS, p->wish);
+			if (p->com_clients > 0)
+				keel_serial_watch_modem(dev, port_modem_cb, p);
 			port_bind(p);
 			port_pause_clients(p, 0);
 		}
@@ -1178,6 +1550,24 @@ serial_remove(struct keel_instance *in, unsigned int flags)
 static const char *const flow_words[] = { "none", "rtscts", "xonxoff", NULL };
 static const char *const when_full_words[] = { "refuse", "kick-oldest", NULL };
 static const char *const slow_words[] = { "drop", "disconnect", NULL };
+static const char *const protocol_words[] = { "raw", "telnet", "rfc2217",
+					      NULL };
+
+/* "DTR RTS CTS" for the KEEL_MODEM_* bits on in @lines. */
+static const char *
+modem_text(int lines, char *buf, size_t len)
+{
+	static const char *const names[] = { "DTR", "RTS", "CTS",
+					     "DSR", "DCD", "RI" };
+	size_t i, n = 0;
+
+	buf[0] = '\0';
+	for (i = 0; i < 6; i++)
+		if (lines & (1 << i))
+			n += (size_t)snprintf(buf + n, len - n, "%s%s",
+					      n > 0 ? " " : "", names[i]);
+	return buf;
+}
 
 /* The port's settings, state and clients. */
 static void
@@ -1187,6 +1577,7 @@ serial_status(struct keel_instance *in, struct keel_status *st)
 	struct client *cl;
 	char buf[32];
 	time_t when;
+	int lines;
 
 	if (p == NULL) {
 		keel_status_str(st, "state", "failed");
@@ -1200,6 +1591,23 @@ serial_status(struct keel_instance *in, struct keel_status *st)
 	keel_status_str(st, "format",
 			keel_serial_format_name(&p->line, buf, sizeof(buf)));
 	keel_status_str(st, "flow", flow_words[p->line.flow]);
+	/* Who set them: a controlling RFC 2217 client, or the file. */
+	keel_status_str(st, "line_set_by",
+			p->set_by[0] != '\0' ? p->set_by : "configuration");
+	keel_status_str(st, "protocol", protocol_words[p->c->protocol]);
+	lines = keel_serial_get_modem(p->dev);
+	if (lines == -1 && errno == ENOTTY)
+		keel_status_str(st, "modem", "none (no modem lines)");
+	else if (lines == -1)
+		keel_status_str(st, "modem", "unknown (not open)");
+	else
+		keel_status_str(st, "modem",
+				modem_text(lines, buf, sizeof(buf)));
+	keel_status_str(st, "dtr_rts_asked",
+			modem_text((int)p->wish, buf, sizeof(buf)));
+	keel_status_bool(st, "break", p->ctl_break);
+	keel_status_str(st, "controller",
+			p->controller != NULL ? p->controller->peer : "");
 	keel_status_str(st, "listen", p->c->listen.text);
 	keel_status_int(st, "max_clients", p->c->max_clients);
 	keel_status_uint(st, "device_queue", keel_serial_output_length(p->dev));
@@ -1215,6 +1623,15 @@ serial_status(struct keel_instance *in, struct keel_status *st)
 		keel_status_uint(st, "queue", evbuffer_get_length(cl->out));
 		keel_status_bool(st, "lagging", cl->lagging);
 		keel_status_bool(st, "eof", cl->eof);
+		if (cl->tn != NULL) {
+			keel_status_bool(st, "binary_in", tn_binary(cl->tn, 0));
+			keel_status_bool(st, "binary_out",
+					 tn_binary(cl->tn, 1));
+			keel_status_bool(st, "com_port", tn_com_port(cl->tn));
+			keel_status_uint(st, "com_port_commands",
+					 cl->tn->commands);
+			keel_status_bool(st, "suspended", cl->suspended);
+		}
 		keel_status_pop(st);
 	}
 	keel_status_pop(st);
@@ -1284,6 +1701,7 @@ static const struct keel_option serial_options[] = {
 	KEEL_OPTION_RANGE("device-buffer", KEEL_OPT_SIZE, PC, device_buffer,
 			  "65536", 1024, 64 * MIB, 0),
 	KEEL_OPTION("trace", KEEL_OPT_BOOL, PC, trace, "false", 0),
+	KEEL_OPTION_ENUM("protocol", PC, protocol, "raw", protocol_words, 0),
 	KEEL_OPTIONS_END,
 };
 

@@ -174,6 +174,29 @@ test_pyserial_opening(void **state)
 	EXPECT(x->dev, "");
 }
 
+/* pyserial on a loaded machine takes our DO COM-PORT-OPTION for the
+ * answer to its WILL, which it then never sends: its first command is
+ * agreement enough, and brings the modem state first. */
+static void
+test_com_port_without_will(void **state)
+{
+	struct fix *x = *state;
+
+	start(x, TN_RFC2217);
+	evbuffer_drain(x->out, evbuffer_get_length(x->out));
+	x->f.modem = CPO_MS_CTS;
+	FEED(x, IAC DO "\x2c" IAC SB "\x2c\x02\x08" IAC SE);
+	EXPECT(x->out, IAC WILL "\x2c" IAC SB "\x2c\x6b\x10" IAC SE IAC SB
+				"\x2c\x66\x08" IAC SE);
+	assert_true(tn_com_port(&x->t));
+	/* Plain telnet ports ignore it. */
+	start(x, TN_TELNET);
+	evbuffer_drain(x->out, evbuffer_get_length(x->out));
+	FEED(x, IAC SB "\x2c\x02\x08" IAC SE);
+	EXPECT(x->out, "");
+	assert_false(tn_com_port(&x->t));
+}
+
 /* Options keel does not do are refused, once; a refusal of a refused one
  * is not answered (no negotiation loops). */
 static void
@@ -357,6 +380,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_offers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pyserial_opening, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_com_port_without_will,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_com_port_settings, setup,
 						teardown),
