@@ -12,6 +12,7 @@
 #include <event2/listener.h>
 #include <event2/util.h>
 #include <keel/keel.h>
+#include <keel/net.h>
 #include <keel/serial.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -48,6 +49,7 @@ struct port_conf {
 	int lock;
 	char *lock_dir;
 	struct keel_hostport listen;
+	struct keel_list allow;
 	long max_clients;
 	int when_full; /* enum when_full */
 	double client_timeout, stall_timeout, eof_linger;
@@ -78,6 +80,7 @@ enum {
 	M_NET_RX,
 	M_NET_TX,
 	M_HALF_CLOSED,
+	M_DENIED,
 	M_COUNT
 };
 
@@ -131,6 +134,10 @@ static const struct {
 			    "Clients that shut down their sending side and "
 			    "lingered (eof-linger)",
 			    KEEL_METRIC_COUNTER, -1 },
+	[M_DENIED] = { "denied_total",
+		       "Clients refused at accept, or closed by a reload, "
+		       "because allow does not list them",
+		       KEEL_METRIC_COUNTER, -1 },
 };
 
 struct port;
@@ -146,6 +153,7 @@ struct client {
 	int lagging; /* gave up waiting for it: its data is dropped */
 	int eof;     /* it shut down its sending side: not read, lingers */
 	char peer[80];
+	struct sockaddr_storage addr;
 	time_t since;             /* wall clock */
 	uint64_t rx, tx, dropped; /* bytes from it, to it, dropped for it */
 	/* telnet and rfc2217: the protocol, and what it decoded for the
@@ -162,6 +170,8 @@ struct port {
 	const struct port_conf *c;    /* the conf of the last commit */
 	struct keel_serial_line line; /* applied (the device may refuse one) */
 	struct keel_serial *dev;
+	struct keel_cidr *allow; /* parsed `allow`; none: everyone */
+	size_t nallow;
 	struct evconnlistener *lev;
 	struct event *lev_pause;
 	struct client *clients; /* oldest first */
@@ -502,6 +512,20 @@ client_arm_idle(struct client *cl)
 	}
 	tv = keel_timeval(limit);
 	evtimer_add(cl->idle, &tv);
+}
+
+/* Is @sa in the port's allow list (or is there none)? */
+static int
+port_allows(const struct port *p, const struct sockaddr *sa)
+{
+	size_t i;
+
+	if (p->nallow == 0)
+		return 1;
+	for (i = 0; i < p->nallow; i++)
+		if (keel_cidr_match(&p->allow[i], sa))
+			return 1;
+	return 0;
 }
 
 /* The client that ended its sending side first, or NULL. */
@@ -852,7 +876,6 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 	char host[64];
 
 	(void)lev;
-	(void)salen;
 	if (p->out_of_fds) {
 		p->out_of_fds = 0;
 		keel_module_log(p->m, KEEL_LOG_INFO,
@@ -866,6 +889,15 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 			    : (void *)&((struct sockaddr_in *)sa)->sin_addr,
 		    host, sizeof(host)) == NULL)
 		snprintf(host, sizeof(host), "?");
+	/* Before anything is read, and before it can take a place. */
+	if (!port_allows(p, sa)) {
+		keel_metric_add(p->mt[M_DENIED], 1);
+		keel_module_log_limit(p->m, &p->rl, KEEL_LOG_NOTICE,
+				      "%s: refusing %s: not in allow", p->name,
+				      host);
+		close(fd);
+		return;
+	}
 	if (!keel_module_fd_ok(p->m, fd)) {
 		keel_metric_add(p->mt[M_REFUSED], 1);
 		keel_module_log_limit(
@@ -902,6 +934,9 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 		 ntohs(sa->sa_family == AF_INET6
 			       ? ((struct sockaddr_in6 *)sa)->sin6_port
 			       : ((struct sockaddr_in *)sa)->sin_port));
+	memcpy(&cl->addr, sa,
+	       (size_t)salen < sizeof(cl->addr) ? (size_t)salen
+						: sizeof(cl->addr));
 	cl->p = p;
 	client_sockopts(fd);
 	cl->fd = fd;
@@ -1252,6 +1287,7 @@ port_free(struct port *p)
 		event_free(p->stall_timer);
 	if (p->dev != NULL)
 		keel_serial_free(p->dev);
+	free(p->allow);
 	free(p);
 }
 
@@ -1471,20 +1507,42 @@ listen_take(struct keel_module *m, const struct port_conf *c)
 	return listen_socket(&c->listen);
 }
 
-/* The socket prepare bound for commit, or -1 (the plan holds fd + 1). */
+/* What prepare acquired for commit (or abort). */
+struct plan {
+	int fd;        /* bound to a new listen address, or -1 */
+	int new_allow; /* allow changed: take these */
+	struct keel_cidr *allow;
+	size_t nallow;
+};
+
+/* Parse `allow` (checked already by the option check) into @pl. */
 static int
-plan_fd(const struct keel_instance *in)
+plan_allow(struct plan *pl, const struct port_conf *c)
 {
-	return (int)(intptr_t)keel_instance_plan(in) - 1;
+	char err[200];
+	size_t i;
+
+	pl->new_allow = 1;
+	if (c->allow.n == 0)
+		return 0;
+	pl->allow = calloc(c->allow.n, sizeof(*pl->allow));
+	if (pl->allow == NULL)
+		return -1;
+	for (i = 0; i < c->allow.n; i++)
+		if (keel_cidr_parse(c->allow.v[i], &pl->allow[i], err,
+				    sizeof(err)) == -1)
+			return -1;
+	pl->nallow = c->allow.n;
+	return 0;
 }
 
-/* Check what the options cannot say alone; bind a new listen address now,
- * so that one in use rejects the transaction. */
+/* Check what the options cannot say alone; parse a new allow list; bind a
+ * new listen address now, so that one in use rejects the transaction. */
 static int
 serial_prepare(struct keel_instance *in, const void *conf, unsigned int flags)
 {
 	const struct port_conf *c = conf;
-	int fd;
+	struct plan *pl;
 
 	if (c->retry_max < c->retry_min) {
 		keel_instance_error(in, "retry-max",
@@ -1492,18 +1550,47 @@ serial_prepare(struct keel_instance *in, const void *conf, unsigned int flags)
 				    c->retry_max, c->retry_min);
 		return -1;
 	}
-	if ((flags & KEEL_PREPARE_CHECK) ||
-	    (keel_instance_data(in) != NULL &&
-	     !keel_instance_changed(in, "listen")))
+	if (flags & KEEL_PREPARE_CHECK)
 		return 0;
-	fd = listen_take(keel_instance_module(in), c);
-	if (fd == -1) {
+	if ((pl = calloc(1, sizeof(*pl))) == NULL) {
+		keel_instance_error(in, NULL, "out of memory");
+		return -1;
+	}
+	pl->fd = -1;
+	keel_instance_set_plan(in, pl);
+	if (keel_instance_changed(in, "allow") && plan_allow(pl, c) == -1) {
+		keel_instance_error(in, "allow", "out of memory");
+		return -1;
+	}
+	if (keel_instance_data(in) != NULL &&
+	    !keel_instance_changed(in, "listen"))
+		return 0;
+	pl->fd = listen_take(keel_instance_module(in), c);
+	if (pl->fd == -1) {
 		keel_instance_error(in, "listen", "listen %s: %s",
 				    c->listen.text, strerror(errno));
 		return -1;
 	}
-	keel_instance_set_plan(in, (void *)(intptr_t)(fd + 1));
 	return 0;
+}
+
+/* Take the networks of a new allow list; clients outside it are closed. */
+static void
+port_allow(struct port *p, struct plan *pl)
+{
+	struct client *cl, *next;
+
+	free(p->allow);
+	p->allow = pl->allow;
+	p->nallow = pl->nallow;
+	pl->allow = NULL;
+	for (cl = p->clients; cl != NULL; cl = next) {
+		next = cl->next;
+		if (port_allows(p, (const struct sockaddr *)&cl->addr))
+			continue;
+		keel_metric_add(p->mt[M_DENIED], 1);
+		client_free(cl, "closed (no longer in allow)");
+	}
 }
 
 /* Create the port, or apply the changes to it. */
@@ -1511,25 +1598,34 @@ static void
 serial_commit(struct keel_instance *in, const void *conf)
 {
 	struct port *p = keel_instance_data(in);
+	struct plan *pl = keel_instance_plan(in);
 
 	if (p != NULL) {
-		port_update(p, conf, plan_fd(in));
-		return;
-	}
-	p = port_new(in, conf, plan_fd(in));
-	if (p == NULL)
+		port_update(p, conf, pl->fd);
+	} else if ((p = port_new(in, conf, pl->fd)) == NULL) {
 		keel_instance_log(in, KEEL_LOG_ERR,
 				  "cannot create the port: %s",
 				  strerror(errno));
+	}
 	keel_instance_set_data(in, p);
+	if (p != NULL && pl->new_allow)
+		port_allow(p, pl);
+	free(pl->allow);
+	free(pl);
 }
 
-/* Close the socket prepare bound. */
+/* Close the socket prepare bound, free what it parsed. */
 static void
 serial_abort(struct keel_instance *in)
 {
-	if (plan_fd(in) != -1)
-		close(plan_fd(in));
+	struct plan *pl = keel_instance_plan(in);
+
+	if (pl == NULL)
+		return;
+	if (pl->fd != -1)
+		close(pl->fd);
+	free(pl->allow);
+	free(pl);
 }
 
 /* Drain, then tell the framework; or free everything now. */
@@ -1660,6 +1756,19 @@ format_check(const char *value, char *err, size_t errlen)
 	return keel_serial_parse_format(value, &line, err, errlen);
 }
 
+/* allow: each element a network, worded as the http module's. */
+static int
+allow_check(const char *value, char *err, size_t errlen)
+{
+	struct keel_cidr c;
+	char why[200];
+
+	if (keel_cidr_parse(value, &c, why, sizeof(why)) == 0)
+		return 0;
+	snprintf(err, errlen, "allow %s", why);
+	return -1;
+}
+
 #define PC struct port_conf
 
 static const struct keel_option serial_options[] = {
@@ -1685,6 +1794,14 @@ static const struct keel_option serial_options[] = {
 	KEEL_OPTION("lock-dir", KEEL_OPT_STRING, PC, lock_dir, "/run/lock", 0),
 	KEEL_OPTION("listen", KEEL_OPT_HOSTPORT, PC, listen, NULL,
 		    KEEL_OPT_REQUIRED | KEEL_OPT_UNIQUE),
+	{ .name = "allow",
+	  .type = KEEL_OPT_LIST,
+	  .flags = KEEL_OPT_NONEMPTY | KEEL_OPT_BOUNDED,
+	  .offset = offsetof(PC, allow),
+	  .size = KEEL_MEMBER_SIZE(PC, allow),
+	  .min = 0,
+	  .max = 256,
+	  .check = allow_check },
 	KEEL_OPTION_RANGE("max-clients", KEEL_OPT_INT, PC, max_clients, "4", 1,
 			  65536, 0),
 	KEEL_OPTION_ENUM("when-full", PC, when_full, "refuse", when_full_words,

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: ISC
-"""serial: clients that half-close (eof-linger), real keeld, ptys and TCP on
-loopback. Every wait is bounded; keeld is ended by PID (keeltest)."""
+"""serial: clients that half-close (eof-linger) and who may connect (allow),
+with the real keeld, ptys and TCP on loopback. Every wait is bounded; keeld
+is ended by PID (keeltest)."""
 import os
 import select
 import shutil
@@ -233,6 +234,126 @@ class HalfClose(ClientsBase):
         data, _ = recv_until_closed(c, 3)
         self.assertEqual(data, b"")
         self.wait_clients(0)
+
+
+def have_ipv6_loopback():
+    try:
+        s = socket.socket(socket.AF_INET6)
+        s.bind(("::1", 0))
+        s.close()
+        return True
+    except OSError:
+        return False
+
+
+class Allow(ClientsBase):
+    def assert_refused(self, c):
+        """keeld closes c at once; nothing it sent reaches the device."""
+        try:
+            c.sendall(b"must not reach the device\n")
+        except OSError:
+            pass  # already reset
+        try:
+            data, _ = recv_until_closed(c, 3)
+        finally:
+            c.close()
+        self.assertEqual(data, b"")
+        self.assertTrue(device_silent(self.pty.master, 0.3), "a refused peer wrote to the device")
+
+    def test_a_peer_inside_works(self):
+        self.start(extra='  allow = { "10.0.0.0/8", "127.0.0.0/8" }\n')
+        c = self.client()
+        self.wait_clients(1)
+        c.sendall(b"in\n")
+        self.assertEqual(read_device(self.pty.master, 3), b"in\n")
+        os.write(self.pty.master, b"out\n")
+        self.assertEqual(c.recv(100), b"out\n")
+        self.assertEqual(port_status(self.k, "a")["denied_total"], 0)
+
+    def test_a_peer_outside_is_closed_at_accept_counted_and_logged_rate_limited(self):
+        self.start(extra='  allow = { "10.0.0.0/8" }\n')
+        self.assert_refused(connect(self.port))
+        st = port_status(self.k, "a")
+        self.assertEqual((st["denied_total"], st["accepted_total"], st["clients"]), (1, 0, 0))
+        self.k.wait_log(r"serial: a: refusing 127\.0\.0\.1: not in allow")
+        # 30 more within the port's log budget window (20 lines / 10 s).
+        for _ in range(30):
+            c = connect(self.port)
+            recv_until_closed(c, 3)
+            c.close()
+        wait_for(lambda: port_status(self.k, "a")["denied_total"] == 31, 3, 0.05,
+                 what="31 denied")
+        self.assertLessEqual(self.k.log().count("not in allow"), 20)
+        self.assertTrue(device_silent(self.pty.master, 0.1))
+
+    def test_ipv6(self):
+        if not have_ipv6_loopback():
+            self.skipTest("no ::1 here")
+        body = serial_section("a", self.link, self.port, self.k.dir, '  allow = { "::1" }\n')
+        self.body = body.replace("127.0.0.1:%d" % self.port, "[::1]:%d" % self.port)
+        self.k.write(self.body)
+        self.k.start()
+        wait_open(self.k, "a")
+        c = socket.create_connection(("::1", self.port), timeout=5)
+        self.addCleanup(c.close)
+        self.wait_clients(1)
+        os.write(self.pty.master, b"v6\n")
+        self.assertEqual(c.recv(10), b"v6\n")
+        # ::2 and an IPv4 network do not cover ::1.
+        self.k.write(self.body.replace('"::1"', '"::2", "127.0.0.0/8"'))
+        rc, out, err = self.k.ctl("reload")
+        self.assertEqual(rc, 0, err)
+        data, _ = recv_until_closed(c, 3)
+        self.assertEqual(data, b"")
+        c2 = socket.create_connection(("::1", self.port), timeout=5)
+        self.addCleanup(c2.close)
+        self.assert_refused(c2)
+        self.assertEqual(port_status(self.k, "a")["denied_total"], 2)
+
+    def test_a_reload_changing_allow_applies_at_once(self):
+        self.start(extra="")
+        c = self.client()
+        self.wait_clients(1)
+        self.k.write(self.body.replace("  lock-dir", '  allow = { "10.0.0.0/8" }\n  lock-dir'))
+        rc, out, err = self.k.ctl("reload")
+        self.assertEqual(rc, 0, err)
+        # The connected peer is no longer allowed: closed, logged, counted.
+        data, _ = recv_until_closed(c, 3)
+        self.assertEqual(data, b"")
+        self.k.wait_log(r"serial: a: client 127\.0\.0\.1:\d+ closed \(no longer in allow\)")
+        self.assert_refused(connect(self.port))
+        st = port_status(self.k, "a")
+        self.assertEqual((st["denied_total"], st["clients"], st["opens_total"]), (2, 0, 1))
+        # And back: allowed again, the device never reopened.
+        self.k.write(self.body.replace("  lock-dir", '  allow = { "127.0.0.1" }\n  lock-dir'))
+        rc, out, err = self.k.ctl("reload")
+        self.assertEqual(rc, 0, err)
+        c2 = self.client()
+        self.wait_clients(1)
+        c2.sendall(b"ok\n")
+        self.assertEqual(read_device(self.pty.master, 3), b"ok\n")
+        self.assertEqual(port_status(self.k, "a")["opens_total"], 1)
+
+    def test_a_bad_network_is_rejected_with_file_line(self):
+        self.start(extra="")
+        c = self.client()
+        self.wait_clients(1)
+        cases = [('"10.1.2.3/8"', "allow '10.1.2.3/8' has bits set beyond /8"),
+                 ('"127.0.0.0/8", "nonsense"', "allow 'nonsense' is not a numeric network"),
+                 ('"::1/129"', "allow '::1/129' is not a numeric network")]
+        for value, msg in cases:
+            self.k.write(self.body.replace("  lock-dir", "  allow = { %s }\n  lock-dir" % value))
+            rc, out, err = self.k.check()
+            self.assertNotEqual(rc, 0)
+            self.assertIn("%s:10: serial 'a': %s" % (self.k.conf, msg), out + err)
+            rc, out, err = self.k.ctl("reload")
+            self.assertNotEqual(rc, 0)
+            self.assertIn("%s:10: serial 'a': %s" % (self.k.conf, msg), err)
+        self.assertTrue(self.k.alive())
+        self.assertEqual(self.k.generation(), 1)
+        # The old configuration runs on: the client is still bridged.
+        os.write(self.pty.master, b"still\n")
+        self.assertEqual(c.recv(100), b"still\n")
 
 
 if __name__ == "__main__":
