@@ -5,6 +5,7 @@ is ended by PID (keeltest)."""
 import os
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -66,10 +67,21 @@ class ClientsBase(unittest.TestCase):
     def setUp(self):
         self.k = Keeld("", modules=("serial",))
         self.addCleanup(self.k.close)
+        self.addCleanup(self.stop_clean)
         self.link = os.path.join(self.k.dir, "ttyTEST0")
         self.pty = Pty(self.link)
         self.addCleanup(self.pty.close)
         self.port = free_port()
+
+    def stop_clean(self):
+        """A graceful stop (so that LeakSanitizer runs at exit in the ASan
+        build) with no sanitizer report in keeld's stderr."""
+        if self.k.alive():
+            self.k.kill(signal.SIGTERM)
+            self.assertEqual(self.k.wait_exit(10), 0)
+        err = self.k.read(os.path.join(self.k.dir, "stderr"))
+        for word in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+            self.assertNotIn(word, err, err[-4000:])
 
     def start(self, extra=None):
         self.body = serial_section("a", self.link, self.port, self.k.dir,
@@ -221,6 +233,20 @@ class HalfClose(ClientsBase):
         data, _ = recv_until_closed(c, 3)
         self.assertEqual(data, b"")
         self.k.wait_log(r"serial: a: closed")
+
+    def test_sigterm_does_not_wait_for_a_lingering_client(self):
+        # eof-linger 60 s, shutdown-timeout 5 s: the drain closes it at once.
+        self.start(extra="  eof-linger = 60\n")
+        c = self.client()
+        self.wait_clients(1)
+        c.shutdown(socket.SHUT_WR)
+        wait_for(lambda: port_status(self.k, "a")["half_closed_total"] == 1, 3, 0.02)
+        t0 = time.monotonic()
+        self.k.kill(signal.SIGTERM)
+        self.assertEqual(self.k.wait_exit(5), 0)
+        self.assertLess(time.monotonic() - t0, 2.0)
+        data, _ = recv_until_closed(c, 3)
+        self.assertEqual(data, b"")
 
     def test_a_reload_to_eof_linger_0_ends_the_lingering_ones(self):
         self.start(extra="  eof-linger = 60\n")
