@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -20,15 +21,31 @@
 #define CONFIG_MAX_INCLUDES 64
 #define CONFIG_MAX_CURSORS  32
 
+/*
+ * One memfd libconfuse reads in place of a file: an included file's
+ * cleaned text, or the list `include("0") include("1") ...` standing for
+ * the sorted matches of a pattern (docs/design-core.md).
+ */
+struct config_inc {
+	int fd;
+	char *name;     /* "/proc/self/fd/N", as libconfuse names it */
+	char *path;     /* the real file; a list: the file of its include() */
+	int line;       /* a list: the line of its include(); a file: 0 */
+	char *pattern;  /* a list: the pattern as written */
+	glob_t matches; /* a list: the files, sorted bytewise */
+};
+
 static struct {
 	struct errbuf *eb;
 	struct config_scan *scan; /* the configuration being parsed */
 	struct keel *k;
-	/* Includes are parsed from memfds holding their cleaned text. */
-	int inc_fd[CONFIG_MAX_INCLUDES];
-	char *inc_name[CONFIG_MAX_INCLUDES]; /* "/proc/self/fd/N" */
-	char *inc_path[CONFIG_MAX_INCLUDES]; /* the real file */
+	/* Includes and pattern lists; at most CONFIG_MAX_INCLUDES files. */
+	struct config_inc inc[2 * CONFIG_MAX_INCLUDES + 1];
 	int ninc;
+	int nfiles;
+	/* The first directory a glob could not read, and why. */
+	char glob_path[PATH_MAX];
+	int glob_errno;
 	/* The title of the section being parsed (libconfuse has none). */
 	cfg_t *root;
 	cfg_t *title_cs;
@@ -41,32 +58,57 @@ static struct {
 	int ncursor;
 } config_ctx;
 
-/* The name to show for a file libconfuse parsed (maps include memfds). */
-static const char *
-config_display_name(const char *filename)
+/* The memfd libconfuse calls @filename, or NULL for a real file. */
+static struct config_inc *
+config_inc_find(const char *filename)
 {
 	int i;
 
 	if (filename == NULL)
 		return NULL;
 	for (i = 0; i < config_ctx.ninc; i++)
-		if (strcmp(config_ctx.inc_name[i], filename) == 0)
-			return config_ctx.inc_path[i];
-	return filename;
+		if (strcmp(config_ctx.inc[i].name, filename) == 0)
+			return &config_ctx.inc[i];
+	return NULL;
+}
+
+/* The name to show for a file libconfuse parsed (maps include memfds). */
+static const char *
+config_display_name(const char *filename)
+{
+	const struct config_inc *inc = config_inc_find(filename);
+
+	return inc != NULL ? inc->path : filename;
+}
+
+/* The line to show: a pattern's list is shown as its include() line. */
+static int
+config_display_line(const char *filename, int line)
+{
+	const struct config_inc *inc = config_inc_find(filename);
+
+	return inc != NULL && inc->line > 0 ? inc->line : line;
 }
 
 /* Close the include memfds of the last parse. */
 static void
 config_includes_free(void)
 {
+	struct config_inc *inc;
 	int i;
 
 	for (i = 0; i < config_ctx.ninc; i++) {
-		close(config_ctx.inc_fd[i]);
-		free(config_ctx.inc_name[i]);
-		free(config_ctx.inc_path[i]);
+		inc = &config_ctx.inc[i];
+		close(inc->fd);
+		free(inc->name);
+		free(inc->path);
+		free(inc->pattern);
+		if (inc->matches.gl_pathv != NULL)
+			globfree(&inc->matches);
+		memset(inc, 0, sizeof(*inc));
 	}
 	config_ctx.ninc = 0;
+	config_ctx.nfiles = 0;
 }
 
 /* Report a libconfuse error as FILE:LINE: message. */
@@ -80,7 +122,8 @@ config_errfunc(cfg_t *cfg, const char *fmt, va_list ap)
 		return;
 	if (cfg != NULL && cfg->filename != NULL && cfg->line > 0)
 		errbuf_add(config_ctx.eb, "%s:%d: %s",
-			   config_display_name(cfg->filename), cfg->line, msg);
+			   config_display_name(cfg->filename),
+			   config_display_line(cfg->filename, cfg->line), msg);
 	else if (cfg != NULL && cfg->filename != NULL)
 		errbuf_add(config_ctx.eb, "%s: %s",
 			   config_display_name(cfg->filename), msg);
@@ -721,33 +764,97 @@ config_resolve(const char *from, const char *name)
 }
 
 /*
- * include("file"): relative to the including file, checked and cleaned by
- * the pre-scan like the main file, handed to libconfuse through a memfd.
+ * As config_resolve, for a glob pattern: the including file's directory
+ * is taken literally (its '*', '?', '[' and '\\' escaped).
+ */
+static char *
+config_resolve_pattern(const char *from, const char *pattern)
+{
+	char *copy, *dir, *out, *o;
+	const char *p;
+
+	if (pattern[0] == '/' || from == NULL)
+		return strdup(pattern);
+	copy = strdup(from);
+	if (copy == NULL)
+		return NULL;
+	dir = dirname(copy);
+	out = malloc(2 * strlen(dir) + strlen(pattern) + 2);
+	if (out != NULL) {
+		for (o = out, p = dir; *p != '\0'; *o++ = *p++)
+			if (strchr("*?[\\", *p) != NULL)
+				*o++ = '\\';
+		*o++ = '/';
+		strcpy(o, pattern);
+	}
+	free(copy);
+	return out;
+}
+
+/* A name holding glob(3) metacharacters is a pattern. */
+static int
+config_is_pattern(const char *name)
+{
+	return strpbrk(name, "*?[") != NULL;
+}
+
+/* Hand @len bytes of @text to a new memfd; its fd and /proc/self/fd name. */
+static int
+config_memfd(const char *text, size_t len, int *fd, char **name)
+{
+	ssize_t n;
+
+	*fd = memfd_create("keel-include", MFD_CLOEXEC);
+	if (*fd == -1)
+		return -1;
+	n = write(*fd, text, len);
+	if (n >= 0 && n != (ssize_t)len)
+		errno = ENOSPC;
+	if (n != (ssize_t)len || asprintf(name, "/proc/self/fd/%d", *fd) < 0) {
+		close(*fd);
+		*fd = -1;
+		return -1;
+	}
+	return 0;
+}
+
+/* A new entry for the memfd @fd named @name; NULL when they are full. */
+static struct config_inc *
+config_inc_add(int fd, char *name)
+{
+	struct config_inc *inc;
+
+	if (config_ctx.ninc ==
+	    (int)(sizeof(config_ctx.inc) / sizeof(config_ctx.inc[0])))
+		return NULL;
+	inc = &config_ctx.inc[config_ctx.ninc++];
+	memset(inc, 0, sizeof(*inc));
+	inc->fd = fd;
+	inc->name = name;
+	return inc;
+}
+
+/*
+ * Include the file @path (taken), written @shown in the configuration:
+ * checked and cleaned by the pre-scan like the main file, handed to
+ * libconfuse through a memfd.
  */
 static int
-config_include(cfg_t *cfg, cfg_opt_t *opt, int argc, const char **argv)
+config_include_file(cfg_t *cfg, cfg_opt_t *opt, const char *shown, char *path)
 {
 	const char *args[1];
-	char *path, *text = NULL, *name = NULL;
+	char *text = NULL, *name = NULL;
 	size_t len = 0;
 	struct errbuf local = { 0 };
+	struct config_inc *inc;
 	int fd = -1, rc;
 
-	if (argc != 1) {
-		cfg_error(cfg, "include() takes exactly one file name");
-		return 1;
-	}
-	if (config_ctx.ninc == CONFIG_MAX_INCLUDES) {
+	if (config_ctx.nfiles == CONFIG_MAX_INCLUDES) {
 		cfg_error(cfg, "more than %d includes", CONFIG_MAX_INCLUDES);
-		return 1;
-	}
-	path = config_resolve(config_display_name(cfg->filename), argv[0]);
-	if (path == NULL) {
-		cfg_error(cfg, "out of memory");
-		return 1;
+		goto fail;
 	}
 	if (config_read_file(path, &text, &len, &local) == -1) {
-		cfg_error(cfg, "include(\"%s\"): %s", argv[0], local.first);
+		cfg_error(cfg, "include(\"%s\"): %s", shown, local.first);
 		goto fail;
 	}
 	config_ctx.scan->clean =
@@ -756,26 +863,172 @@ config_include(cfg_t *cfg, cfg_opt_t *opt, int argc, const char **argv)
 	config_ctx.scan->clean = NULL;
 	if (rc == -1)
 		goto fail;
-	fd = memfd_create("keel-include", MFD_CLOEXEC);
-	if (fd == -1 || write(fd, text, len) != (ssize_t)len ||
-	    asprintf(&name, "/proc/self/fd/%d", fd) < 0) {
-		cfg_error(cfg, "include(\"%s\"): %s", argv[0], strerror(errno));
+	if (config_memfd(text, len, &fd, &name) == -1) {
+		cfg_error(cfg, "include(\"%s\"): %s", shown, strerror(errno));
 		goto fail;
 	}
-	config_ctx.inc_fd[config_ctx.ninc] = fd;
-	config_ctx.inc_name[config_ctx.ninc] = name;
-	config_ctx.inc_path[config_ctx.ninc] = path;
-	config_ctx.ninc++;
+	inc = config_inc_add(fd, name);
+	if (inc == NULL) {
+		cfg_error(cfg, "more than %d includes", CONFIG_MAX_INCLUDES);
+		free(name);
+		close(fd);
+		goto fail;
+	}
+	inc->path = path;
+	config_ctx.nfiles++;
 	free(text);
 	args[0] = name;
 	return cfg_include(cfg, opt, 1, args);
 fail:
-	if (fd != -1)
-		close(fd);
 	errbuf_clear(&local);
 	free(text);
 	free(path);
 	return 1;
+}
+
+/*
+ * glob(3)'s error callback: a directory that does not exist matches
+ * nothing; any other failure (EACCES...) stops the glob, remembered.
+ */
+static int
+config_glob_error(const char *path, int err)
+{
+	if (err == ENOENT || err == ENOTDIR)
+		return 0;
+	snprintf(config_ctx.glob_path, sizeof(config_ctx.glob_path), "%s",
+		 path);
+	config_ctx.glob_errno = err;
+	return 1;
+}
+
+/* Order of qsort(3) for glob's paths: bytewise, whatever the locale. */
+static int
+config_path_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * include() of a pattern: the matches of @pattern (resolved, taken), in
+ * bytewise order, through one memfd listing `include("0")` ... so that
+ * libconfuse reads them one after the other (its include stack is 10
+ * deep: pushing every match at once would nest them). Nothing matching
+ * is fine.
+ */
+static int
+config_include_glob(cfg_t *cfg, cfg_opt_t *opt, const char *shown,
+		    char *pattern)
+{
+	const char *args[1];
+	struct config_inc *inc;
+	char *text = NULL, *name = NULL;
+	size_t i, len = 0;
+	glob_t g;
+	FILE *fp;
+	int fd, rc;
+
+	memset(&g, 0, sizeof(g));
+	config_ctx.glob_errno = 0;
+	rc = glob(pattern, GLOB_NOSORT, config_glob_error, &g);
+	free(pattern);
+	if (rc == GLOB_NOMATCH) {
+		globfree(&g);
+		return 0;
+	}
+	if (rc != 0) {
+		if (config_ctx.glob_errno != 0)
+			cfg_error(cfg, "include(\"%s\"): %s: %s", shown,
+				  config_ctx.glob_path,
+				  strerror(config_ctx.glob_errno));
+		else
+			cfg_error(cfg, "include(\"%s\"): out of memory", shown);
+		globfree(&g);
+		return 1;
+	}
+	if (g.gl_pathc > (size_t)(CONFIG_MAX_INCLUDES - config_ctx.nfiles)) {
+		cfg_error(cfg,
+			  "include(\"%s\"): %zu files: more than %d includes",
+			  shown, g.gl_pathc, CONFIG_MAX_INCLUDES);
+		globfree(&g);
+		return 1;
+	}
+	qsort(g.gl_pathv, g.gl_pathc, sizeof(g.gl_pathv[0]), config_path_cmp);
+	fp = open_memstream(&text, &len);
+	for (i = 0; fp != NULL && i < g.gl_pathc; i++)
+		fprintf(fp, "include(\"%zu\")\n", i);
+	if (fp == NULL || fclose(fp) != 0 ||
+	    config_memfd(text, len, &fd, &name) == -1) {
+		cfg_error(cfg, "include(\"%s\"): %s", shown, strerror(errno));
+		free(text);
+		globfree(&g);
+		return 1;
+	}
+	free(text);
+	inc = config_inc_add(fd, name);
+	if (inc == NULL) {
+		cfg_error(cfg, "more than %d includes", CONFIG_MAX_INCLUDES);
+		free(name);
+		close(fd);
+		globfree(&g);
+		return 1;
+	}
+	inc->matches = g;
+	inc->line = cfg->line;
+	inc->path = strdup(config_display_name(cfg->filename));
+	inc->pattern = strdup(shown);
+	if (inc->path == NULL || inc->pattern == NULL) {
+		cfg_error(cfg, "out of memory");
+		return 1;
+	}
+	args[0] = name;
+	return cfg_include(cfg, opt, 1, args);
+}
+
+/*
+ * include("file") or include("pattern"), relative to the including file.
+ * Inside a pattern's list, include("N") is its Nth match.
+ */
+static int
+config_include(cfg_t *cfg, cfg_opt_t *opt, int argc, const char **argv)
+{
+	const struct config_inc *from;
+	char *path, *end;
+	unsigned long n;
+
+	if (argc != 1) {
+		cfg_error(cfg, "include() takes exactly one file name");
+		return 1;
+	}
+	from = config_inc_find(cfg->filename);
+	if (from != NULL && from->pattern != NULL) {
+		n = strtoul(argv[0], &end, 10);
+		if (*end != '\0' || n >= from->matches.gl_pathc) {
+			cfg_error(cfg, "include(\"%s\"): no match %s",
+				  from->pattern, argv[0]);
+			return 1;
+		}
+		path = strdup(from->matches.gl_pathv[n]);
+		if (path == NULL) {
+			cfg_error(cfg, "out of memory");
+			return 1;
+		}
+		return config_include_file(cfg, opt, from->pattern, path);
+	}
+	if (config_is_pattern(argv[0])) {
+		path = config_resolve_pattern(
+			config_display_name(cfg->filename), argv[0]);
+		if (path == NULL) {
+			cfg_error(cfg, "out of memory");
+			return 1;
+		}
+		return config_include_glob(cfg, opt, argv[0], path);
+	}
+	path = config_resolve(config_display_name(cfg->filename), argv[0]);
+	if (path == NULL) {
+		cfg_error(cfg, "out of memory");
+		return 1;
+	}
+	return config_include_file(cfg, opt, argv[0], path);
 }
 
 /* ---- the core's options ---- */
@@ -1797,9 +2050,10 @@ config_parse(struct keel *k, struct config *c, struct errbuf *eb)
 	if (rc != CFG_SUCCESS || eb->count > before) {
 		if (eb->count == before && cfg->filename != NULL &&
 		    cfg->line > 0)
-			errbuf_add(eb, "%s:%d: syntax error",
-				   config_display_name(cfg->filename),
-				   cfg->line);
+			errbuf_add(
+				eb, "%s:%d: syntax error",
+				config_display_name(cfg->filename),
+				config_display_line(cfg->filename, cfg->line));
 		else if (eb->count == before)
 			errbuf_add(eb, "%s: syntax error", path);
 		cfg_free(cfg);

@@ -1097,6 +1097,284 @@ test_load_include_error_location(void **state)
 	free(inc);
 }
 
+/* ---- include() of a pattern ---- */
+
+/* Write @text to DIR/@name (DIR/@name's directory must exist). */
+static void
+write_in(const char *dir, const char *name, const char *text)
+{
+	char *path = unit_path(dir, name);
+
+	unit_write_str(path, text);
+	free(path);
+}
+
+/* A new directory @name under @dir; its path, to free. */
+static char *
+make_dir(const char *dir, const char *name)
+{
+	char *path = unit_path(dir, name);
+
+	assert_int_equal(mkdir(path, 0700), 0);
+	return path;
+}
+
+/* Load @text, which must succeed; the configuration. */
+static struct config *
+load_ok(struct fixture *f, const char *text)
+{
+	struct errbuf eb = { 0 };
+	struct config *c = load(f, text, &eb);
+
+	if (c == NULL)
+		fail_msg("load failed: %s", eb.first);
+	assert_int_equal(eb.count, 0);
+	return c;
+}
+
+/* Load @text, which must fail; the first message is exactly @expect. */
+static void
+load_fails_with(struct fixture *f, const char *text, const char *expect)
+{
+	struct errbuf eb = { 0 };
+	struct config *c = load(f, text, &eb);
+
+	if (c != NULL) {
+		config_free(c);
+		fail_msg("loaded, expected %s", expect);
+	}
+	assert_non_null(eb.first);
+	assert_string_equal(eb.first, expect);
+	errbuf_clear(&eb);
+}
+
+/*
+ * The matches are read in bytewise order whatever the locale ("10" before
+ * "2", upper case before lower case), each option at its own file, and a
+ * later file's value wins, as a later line's does.
+ */
+static void
+test_load_include_glob_sorted(void **state)
+{
+	struct fixture *f = *state;
+	char *d = make_dir(f->dir, "conf.d");
+	const char *order[] = { "10.conf", "2.conf", "B.conf", "a.conf",
+				"b.conf" };
+	char text[64];
+	struct config *c;
+	size_t i;
+
+	for (i = 0; i < 5; i++) {
+		snprintf(text, sizeof(text), "pidfile = \"/run/%zu.pid\"\n", i);
+		write_in(d, order[4 - i], text);
+	}
+	c = load_ok(f, "log-level = debug\ninclude(\"conf.d/*.conf\")\n");
+	assert_int_equal(c->scan.nroot, 6);
+	for (i = 0; i < 5; i++) {
+		char *want = unit_path(d, order[i]);
+
+		assert_string_equal(c->scan.root[i + 1].key, "pidfile");
+		assert_string_equal(c->scan.root[i + 1].file, want);
+		free(want);
+	}
+	/* b.conf, read last, was written first (i = 0). */
+	assert_string_equal(c->core.pidfile, "/run/0.pid");
+	assert_int_equal(c->core.level, LVL_DEBUG);
+	config_free(c);
+	free(d);
+}
+
+/*
+ * An empty directory, a missing one and a pattern matching nothing are
+ * fine; hidden files and editor leftovers do not match `*.conf`; a plain
+ * name that does not exist is still an error.
+ */
+static void
+test_load_include_glob_empty(void **state)
+{
+	struct fixture *f = *state;
+	char *d = make_dir(f->dir, "conf.d");
+	char expect[4200];
+	struct config *c;
+
+	c = load_ok(f, "include(\"conf.d/*.conf\")\nlog-level = debug\n");
+	assert_int_equal(c->core.level, LVL_DEBUG);
+	config_free(c);
+	config_free(load_ok(f, "include(\"nosuch.d/*.conf\")\n"));
+	config_free(load_ok(f, "include(\"/nonexistent/dir/*.conf\")\n"));
+	write_in(d, ".hidden.conf", "bogus = 1\n");
+	write_in(d, "x.conf~", "bogus = 1\n");
+	write_in(d, "x.conf.dpkg-old", "bogus = 1\n");
+	config_free(load_ok(f, "include(\"conf.d/*.conf\")\n"));
+	snprintf(expect, sizeof(expect),
+		 "%s:2: include(\"conf.d/x.conf\"): %s/x.conf: cannot open: "
+		 "%s",
+		 f->main, d, strerror(ENOENT));
+	load_fails_with(f, "\ninclude(\"conf.d/x.conf\")\n", expect);
+	free(d);
+}
+
+/*
+ * An error in a matched file names that file and its line, a scan error
+ * too; a match that cannot be read names the pattern's include() line.
+ */
+static void
+test_load_include_glob_errors(void **state)
+{
+	struct fixture *f = *state;
+	char *d = make_dir(f->dir, "conf.d");
+	char *sub, expect[4200];
+
+	write_in(d, "a.conf", "log-level = info\n");
+	write_in(d, "b.conf", "# b\n\nbogus = 1\n");
+	snprintf(expect, sizeof(expect), "%s/b.conf:3: no such option 'bogus'",
+		 d);
+	load_fails_with(f, "include(\"conf.d/*.conf\")\n", expect);
+	write_in(d, "b.conf", "\nlog-level = \"loud\"\n");
+	snprintf(expect, sizeof(expect),
+		 "%s/b.conf:2: log-level 'loud' is not one of error, "
+		 "warning, notice, info, debug",
+		 d);
+	load_fails_with(f, "include(\"conf.d/*.conf\")\n", expect);
+	write_in(d, "b.conf", "log-level = info\nhttp {\n");
+	snprintf(expect, sizeof(expect),
+		 "%s/b.conf:2: section 'http' is not closed (missing '}' "
+		 "before the end of the file)",
+		 d);
+	load_fails_with(f, "include(\"conf.d/*.conf\")\n", expect);
+	write_in(d, "b.conf", "\n");
+	sub = make_dir(d, "c.conf");
+	snprintf(expect, sizeof(expect),
+		 "%s:3: include(\"conf.d/*.conf\"): %s: is a directory, not a "
+		 "configuration file",
+		 f->main, sub);
+	load_fails_with(f, "\n\ninclude(\"conf.d/*.conf\")\n", expect);
+	free(sub);
+	free(d);
+}
+
+/*
+ * A directory the glob cannot read is an error, not "no match": files
+ * would be left out without a word (ELOOP, which root gets too).
+ */
+static void
+test_load_include_glob_unreadable(void **state)
+{
+	struct fixture *f = *state;
+	char *loop = unit_path(f->dir, "loop");
+	char expect[4200];
+
+	assert_int_equal(symlink("loop", loop), 0);
+	snprintf(expect, sizeof(expect),
+		 "%s:1: include(\"loop/*.conf\"): %s: %s", f->main, loop,
+		 strerror(ELOOP));
+	load_fails_with(f, "include(\"loop/*.conf\")\n", expect);
+	free(loop);
+}
+
+/*
+ * Matches are read one after the other, not nested: far more than
+ * libconfuse's 10 levels load, up to the 64 includes; the 65th is an
+ * error at the pattern's line.
+ */
+static void
+test_load_include_glob_many(void **state)
+{
+	struct fixture *f = *state;
+	char *d = make_dir(f->dir, "conf.d");
+	char name[32], text[64], expect[4200];
+	struct config *c;
+	int i;
+
+	for (i = 1; i <= 64; i++) {
+		snprintf(name, sizeof(name), "%02d.conf", i);
+		snprintf(text, sizeof(text), "pidfile = \"/run/%d.pid\"\n", i);
+		write_in(d, name, text);
+	}
+	c = load_ok(f, "include(\"conf.d/*.conf\")\n");
+	assert_int_equal(c->scan.nroot, 64);
+	assert_string_equal(c->core.pidfile, "/run/64.pid");
+	config_free(c);
+	write_in(d, "65.conf", "\n");
+	snprintf(expect, sizeof(expect),
+		 "%s:2: include(\"conf.d/*.conf\"): 65 files: more than 64 "
+		 "includes",
+		 f->main);
+	load_fails_with(f, "\ninclude(\"conf.d/*.conf\")\n", expect);
+	free(d);
+}
+
+/*
+ * A matched file may include a pattern of its own, relative to its own
+ * directory; a pattern matching its own file is an include loop, which
+ * leaves nothing behind in libconfuse (ten in a row, then a good load).
+ */
+static void
+test_load_include_glob_nested(void **state)
+{
+	struct fixture *f = *state;
+	char *d = make_dir(f->dir, "conf.d");
+	char *sub = make_dir(d, "sub");
+	char expect[4200];
+	struct config *c;
+	int i;
+
+	write_in(d, "a.conf", "log-level = error\ninclude(\"sub/*.conf\")\n");
+	write_in(d, "b.conf", "pidfile = \"/run/b.pid\"\n");
+	write_in(sub, "1.conf", "log-level = debug\n");
+	c = load_ok(f, "include(\"conf.d/*.conf\")\n");
+	assert_int_equal(c->core.level, LVL_DEBUG);
+	assert_string_equal(c->core.pidfile, "/run/b.pid");
+	config_free(c);
+	write_in(sub, "2.conf", "\nbad = 1\n");
+	snprintf(expect, sizeof(expect), "%s/2.conf:2: no such option 'bad'",
+		 sub);
+	load_fails_with(f, "include(\"conf.d/*.conf\")\n", expect);
+	write_in(d, "a.conf", "\n");
+	write_in(d, "b.conf", "include(\"*.conf\")\n");
+	snprintf(expect, sizeof(expect),
+		 "%s/b.conf:1: includes nested too deeply", d);
+	for (i = 0; i < 10; i++)
+		load_fails_with(f, "include(\"conf.d/*.conf\")\n", expect);
+	write_in(d, "b.conf", "pidfile = \"/run/b2.pid\"\n");
+	c = load_ok(f, "include(\"conf.d/*.conf\")\n");
+	assert_string_equal(c->core.pidfile, "/run/b2.pid");
+	config_free(c);
+	free(sub);
+	free(d);
+}
+
+/*
+ * The pattern is expanded at every load: a file added to the directory
+ * is read by the next one (a reload). The including file's directory is
+ * not a pattern, even when its name holds '[' or '*'.
+ */
+static void
+test_load_include_glob_each_load(void **state)
+{
+	struct fixture *f = *state;
+	char *odd = make_dir(f->dir, "a[1]*");
+	char *d = make_dir(odd, "conf.d");
+	char *main = unit_path(odd, "keeld.conf");
+	struct errbuf eb = { 0 };
+	struct config *c;
+
+	unit_write_str(main, "include(\"conf.d/*.conf\")\n");
+	c = config_load(&f->k, main, &eb);
+	assert_non_null(c);
+	assert_int_equal(c->core.level, LVL_INFO);
+	config_free(c);
+	write_in(d, "new.conf", "log-level = debug\n");
+	c = config_load(&f->k, main, &eb);
+	if (c == NULL)
+		fail_msg("load failed: %s", eb.first);
+	assert_int_equal(c->core.level, LVL_DEBUG);
+	config_free(c);
+	free(main);
+	free(d);
+	free(odd);
+}
+
 /* ${VAR} and ${VAR:-default} expand inside double quotes. */
 static void
 test_load_env_expansion(void **state)
@@ -1397,6 +1675,13 @@ static const struct CMUnitTest tests[] = {
 	FT(test_load_include_relative),
 	FT(test_load_include_truncated),
 	FT(test_load_include_error_location),
+	FT(test_load_include_glob_sorted),
+	FT(test_load_include_glob_empty),
+	FT(test_load_include_glob_errors),
+	FT(test_load_include_glob_unreadable),
+	FT(test_load_include_glob_many),
+	FT(test_load_include_glob_nested),
+	FT(test_load_include_glob_each_load),
 	FT(test_load_env_expansion),
 	FT(test_load_positions),
 	FT(test_load_section_lines),

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 struct fake_conf {
 	long rate;    /* in place */
@@ -504,6 +505,57 @@ test_bad_file(void **state)
 	errbuf_clear(&eb);
 }
 
+/* Write @text to DIR/conf.d/@name. */
+static void
+write_confd(struct fixture *f, const char *name, const char *text)
+{
+	char *d = unit_path(f->dir, "conf.d");
+	char *path = unit_path(d, name);
+
+	unit_write_str(path, text);
+	free(path);
+	free(d);
+}
+
+/*
+ * Sections from a conf.d pattern (every *.conf there): prepared in the files'
+ * sorted order; a file added is a new instance at the next transaction; a title
+ * used in two files is refused, naming both, and changes nothing.
+ */
+static void
+test_conf_d(void **state)
+{
+	struct fixture *f = *state;
+	struct errbuf eb = { 0 };
+	char *d = unit_path(f->dir, "conf.d");
+	char expect[4200];
+
+	assert_int_equal(mkdir(d, 0700), 0);
+	write_confd(f, "20-b.conf", "fake b {\n  device = \"/dev/b\"\n}\n");
+	write_confd(f, "10-a.conf", "fake a {\n  device = \"/dev/a\"\n}\n");
+	expect_ok(f, "load = { fake }\ninclude(\"conf.d/*.conf\")\n", 0,
+		  "P(a,new,rate,device)P(b,new,rate,device)C(a)C(b)");
+	assert_string_equal(titles(f), "a,b");
+	write_confd(f, "15-c.conf", "fake c {\n  device = \"/dev/c\"\n}\n");
+	expect_ok(f, "load = { fake }\ninclude(\"conf.d/*.conf\")\n", 0,
+		  "P(c,new,rate,device)C(c)");
+	assert_string_equal(titles(f), "a,c,b");
+	write_confd(f, "30-dup.conf",
+		    "\n\nfake a {\n  device = \"/dev/x\"\n}\n");
+	assert_int_equal(
+		run(f, "load = { fake }\ninclude(\"conf.d/*.conf\")\n", 0, &eb),
+		-1);
+	snprintf(expect, sizeof(expect),
+		 "%s/30-dup.conf:3: fake 'a' is defined twice (first at "
+		 "%s/10-a.conf:1)\n",
+		 d, d);
+	assert_string_equal(eb.text, expect);
+	assert_string_equal(hooks, "");
+	assert_string_equal(titles(f), "a,c,b");
+	errbuf_clear(&eb);
+	free(d);
+}
+
 #define FT(t) cmocka_unit_test_setup_teardown(t, setup, teardown)
 
 static const struct CMUnitTest tests[] = {
@@ -514,6 +566,7 @@ static const struct CMUnitTest tests[] = {
 	FT(test_remove_and_rename),
 	FT(test_prepare_fails),
 	FT(test_bad_file),
+	FT(test_conf_d),
 	cmocka_unit_test_setup_teardown(test_title_back_while_draining, setup,
 					teardown),
 };
