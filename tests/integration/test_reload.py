@@ -199,6 +199,55 @@ class Reload(unittest.TestCase):
         self.assertEqual(self.k.check()[0], 0)
         self.assertTrue(self.k.alive())
 
+    def test_conf_d_file_is_read_by_the_next_sighup(self):
+        # include("conf.d/*.conf"): an empty directory is fine; a file
+        # dropped there is read by the next SIGHUP (and -t, -T); one with
+        # an error rejects the reload with its own FILE:LINE, and the
+        # daemon keeps running what it ran.
+        confd = os.path.join(self.k.dir, "conf.d")
+        os.mkdir(confd)
+        self.k.write(HEARTBEAT % ("old message", 0.2) + 'include("conf.d/*.conf")\n')
+        self.k.kill(signal.SIGHUP)
+        wait_for(lambda: self.k.generation() == 2, 10, what="reload with an empty conf.d")
+        self.assertEqual(self.k.state()["last-reload"], "ok")
+        with open(os.path.join(confd, "b.conf"), "w") as f:
+            f.write(HEARTBEAT.replace("heartbeat a", "heartbeat b") % ("from conf.d", 0.1))
+        mark = len(self.k.log())
+        self.k.kill(signal.SIGHUP)
+        wait_for(lambda: self.k.generation() == 3, 10, what="reload with conf.d/b.conf")
+        self.k.wait_log("heartbeat: b: from conf.d", after=mark)
+        r = subprocess.run(self.k.argv("-T"), capture_output=True, text=True, timeout=20)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn('heartbeat "b" {\n  message = "from conf.d"\n', r.stdout)
+        bad = os.path.join(confd, "x.conf")
+        with open(bad, "w") as f:
+            f.write("# added by hand\n\nheartbeat x {\n  interval = 0\n}\n")
+        done = int(self.k.state()["reload-done"])
+        self.k.kill(signal.SIGHUP)
+        wait_for(lambda: int(self.k.state().get("reload-done", "0")) > done, 10,
+                 what="rejected reload")
+        st = self.k.state()
+        self.assertEqual(st["last-reload"],
+                         "failed: %s:4: heartbeat 'x': interval 0 is out of range "
+                         "(0.001 to 86400)" % bad)
+        self.assertEqual(self.k.generation(), 3)
+        rc, out, err = self.k.ctl("reload")
+        self.assertEqual(rc, 1)
+        self.assertIn("conf.d/x.conf:4: heartbeat 'x'", err)
+        rc, out, err = self.k.check()
+        self.assertNotEqual(rc, 0)
+        self.assertIn(bad + ":4: ", err)
+        mark = len(self.k.log())
+        self.k.wait_log("heartbeat: b: from conf.d", after=mark)
+        self.k.wait_log("heartbeat: a: old message", after=mark)
+        self.assertTrue(self.k.alive())
+        # Removed again: the next reload applies, without b.
+        os.unlink(bad)
+        os.unlink(os.path.join(confd, "b.conf"))
+        rc, out, err = self.k.ctl("reload")
+        self.assertEqual(rc, 0, err)
+        self.assertNotIn("heartbeat.b.", self.k.ctl("status")[1])
+
     def test_empty_file_is_refused_on_reload(self):
         # A truncated write would otherwise stop every module.
         # (A file without pidfile and state-file cannot even be used by -s
