@@ -6,10 +6,11 @@
 #   test-install.sh BUILD_DIR SOURCE_DIR
 #
 # Environment (set by packaging/CMakeLists.txt): KEEL_PREFIX, KEEL_SBINDIR,
-# KEEL_LIBDIR, KEEL_INCLUDEDIR, KEEL_SYSCONFDIR (absolute install paths) and
-# KEEL_UNITDIR (absolute, or relative to the prefix).
+# KEEL_LIBDIR, KEEL_INCLUDEDIR, KEEL_SYSCONFDIR, KEEL_DOCDIR (absolute install
+# paths) and KEEL_UNITDIR (absolute, or relative to the prefix).
 #
-# Checks: the layout; no @VAR@ left in the configured files; the unit passes
+# Checks: the layout; the installed keeld.conf passes `keeld -t` with an
+# empty conf.d and with each example in it; no @VAR@ left in the configured files; the unit passes
 # `systemd-analyze verify` (skipped when it cannot run here); the init script
 # passes `sh -n` and answers LSB codes; an out-of-tree copy of
 # modules/heartbeat builds with `pkg-config --cflags --libs keel` against the
@@ -21,6 +22,7 @@ build=${1:?usage: test-install.sh BUILD_DIR SOURCE_DIR}
 src=${2:?usage: test-install.sh BUILD_DIR SOURCE_DIR}
 : "${KEEL_PREFIX:?}" "${KEEL_SBINDIR:?}" "${KEEL_LIBDIR:?}"
 : "${KEEL_INCLUDEDIR:?}" "${KEEL_SYSCONFDIR:?}" "${KEEL_UNITDIR:?}"
+: "${KEEL_DOCDIR:?}"
 case $KEEL_UNITDIR in
 /*) unitdir=$KEEL_UNITDIR ;;
 *) unitdir=$KEEL_PREFIX/$KEEL_UNITDIR ;;
@@ -83,9 +85,58 @@ check_file -f "$KEEL_SYSCONFDIR/keel/keeld.conf" "configuration"
 check_file -f "$unitdir/keeld.service" "systemd unit"
 check_file -x "$KEEL_SYSCONFDIR/init.d/keeld" "init script"
 check_file -f "$KEEL_SYSCONFDIR/logrotate.d/keeld" "logrotate"
+check_file -d "$KEEL_SYSCONFDIR/keel/conf.d" "conf.d directory"
+for f in README examples/gps.conf examples/plc-rs485.conf examples/modem.conf; do
+	check_file -f "$KEEL_DOCDIR/$f" "operator documentation"
+done
 for h in "$src"/include/keel/*.h; do
 	check_file -f "$KEEL_INCLUDEDIR/keel/$(basename "$h")" "header"
 done
+
+# 2b. What an operator starts from: the installed keeld.conf passes
+# `keeld -t` as installed (conf.d empty), then with every example copied
+# into conf.d; the README and keeld.conf name this build's paths.
+conf=$dest$KEEL_SYSCONFDIR/keel/keeld.conf
+keeld_t() { # CONF
+	LD_LIBRARY_PATH=$dest$KEEL_LIBDIR run "$dest$KEEL_SBINDIR/keeld" -t \
+		-f "$1" -M "$dest$KEEL_LIBDIR/keel/modules"
+}
+if [ -d "$dest$KEEL_SYSCONFDIR/keel/conf.d" ] &&
+	[ -z "$(ls -A "$dest$KEEL_SYSCONFDIR/keel/conf.d")" ]; then
+	ok "conf.d is installed empty"
+else
+	fail "conf.d is missing or not empty"
+fi
+if keeld_t "$conf"; then
+	ok "installed keeld.conf passes keeld -t"
+else
+	fail "installed keeld.conf: keeld -t"
+	cat "$tmp/out"
+fi
+if grep -q '^include("conf.d/\*.conf")$' "$conf"; then
+	ok "keeld.conf includes conf.d/*.conf"
+else
+	fail "keeld.conf does not include conf.d/*.conf"
+fi
+mkdir -p "$tmp/etc/conf.d"
+cp "$conf" "$tmp/etc/keeld.conf"
+for ex in "$dest$KEEL_DOCDIR"/examples/*.conf; do
+	cp "$ex" "$tmp/etc/conf.d/"
+	if keeld_t "$tmp/etc/keeld.conf"; then
+		ok "keeld -t with $(basename "$ex") in conf.d"
+	else
+		fail "keeld -t with $(basename "$ex") in conf.d"
+		cat "$tmp/out"
+	fi
+done
+if grep -q "$KEEL_SYSCONFDIR/keel/conf.d" "$dest$KEEL_DOCDIR/README" &&
+	grep -q "$KEEL_DOCDIR/examples" "$dest$KEEL_DOCDIR/README" &&
+	grep -q "$KEEL_SYSCONFDIR/keel/conf.d" "$conf" &&
+	! grep -q 'scripts/' "$dest$KEEL_DOCDIR/README"; then
+	ok "README and keeld.conf name the installed paths"
+else
+	fail "README or keeld.conf name other paths"
+fi
 
 # 3. Every placeholder resolved, and the paths are the install paths.
 for f in "$unitdir/keeld.service" "$KEEL_SYSCONFDIR/init.d/keeld" \
