@@ -785,7 +785,7 @@ config_resolve_pattern(const char *from, const char *pattern)
 			if (strchr("*?[\\", *p) != NULL)
 				*o++ = '\\';
 		*o++ = '/';
-		strcpy(o, pattern);
+		memcpy(o, pattern, strlen(pattern) + 1);
 	}
 	free(copy);
 	return out;
