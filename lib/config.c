@@ -745,11 +745,16 @@ config_read_file_max(const char *path, size_t max, int oflags, char **text,
 	return 0;
 }
 
-/* Resolve @name against the directory of the file that includes it. */
+/*
+ * Resolve @name against the directory of the file that includes it. For a
+ * glob @pattern, that directory is taken literally: its '*', '?', '[' and
+ * '\\' are escaped.
+ */
 static char *
-config_resolve(const char *from, const char *name)
+config_resolve(const char *from, const char *name, int pattern)
 {
-	char *copy, *dir, *out = NULL;
+	char *copy, *dir, *out, *o;
+	const char *p;
 
 	if (name[0] == '/' || from == NULL)
 		return strdup(name);
@@ -757,35 +762,13 @@ config_resolve(const char *from, const char *name)
 	if (copy == NULL)
 		return NULL;
 	dir = dirname(copy);
-	if (asprintf(&out, "%s/%s", dir, name) < 0)
-		out = NULL;
-	free(copy);
-	return out;
-}
-
-/*
- * As config_resolve, for a glob pattern: the including file's directory
- * is taken literally (its '*', '?', '[' and '\\' escaped).
- */
-static char *
-config_resolve_pattern(const char *from, const char *pattern)
-{
-	char *copy, *dir, *out, *o;
-	const char *p;
-
-	if (pattern[0] == '/' || from == NULL)
-		return strdup(pattern);
-	copy = strdup(from);
-	if (copy == NULL)
-		return NULL;
-	dir = dirname(copy);
-	out = malloc(2 * strlen(dir) + strlen(pattern) + 2);
+	out = malloc(2 * strlen(dir) + strlen(name) + 2);
 	if (out != NULL) {
 		for (o = out, p = dir; *p != '\0'; *o++ = *p++)
-			if (strchr("*?[\\", *p) != NULL)
+			if (pattern && strchr("*?[\\", *p) != NULL)
 				*o++ = '\\';
 		*o++ = '/';
-		memcpy(o, pattern, strlen(pattern) + 1);
+		memcpy(o, name, strlen(name) + 1);
 	}
 	free(copy);
 	return out;
@@ -1014,20 +997,14 @@ config_include(cfg_t *cfg, cfg_opt_t *opt, int argc, const char **argv)
 		}
 		return config_include_file(cfg, opt, from->pattern, path);
 	}
-	if (config_is_pattern(argv[0])) {
-		path = config_resolve_pattern(
-			config_display_name(cfg->filename), argv[0]);
-		if (path == NULL) {
-			cfg_error(cfg, "out of memory");
-			return 1;
-		}
-		return config_include_glob(cfg, opt, argv[0], path);
-	}
-	path = config_resolve(config_display_name(cfg->filename), argv[0]);
+	path = config_resolve(config_display_name(cfg->filename), argv[0],
+			      config_is_pattern(argv[0]));
 	if (path == NULL) {
 		cfg_error(cfg, "out of memory");
 		return 1;
 	}
+	if (config_is_pattern(argv[0]))
+		return config_include_glob(cfg, opt, argv[0], path);
 	return config_include_file(cfg, opt, argv[0], path);
 }
 

@@ -1355,22 +1355,22 @@ test_load_include_glob_each_load(void **state)
 	struct fixture *f = *state;
 	char *odd = make_dir(f->dir, "a[1]*");
 	char *d = make_dir(odd, "conf.d");
-	char *main = unit_path(odd, "keeld.conf");
+	char *conf = unit_path(odd, "keeld.conf");
 	struct errbuf eb = { 0 };
 	struct config *c;
 
-	unit_write_str(main, "include(\"conf.d/*.conf\")\n");
-	c = config_load(&f->k, main, &eb);
+	unit_write_str(conf, "include(\"conf.d/*.conf\")\n");
+	c = config_load(&f->k, conf, &eb);
 	assert_non_null(c);
 	assert_int_equal(c->core.level, LVL_INFO);
 	config_free(c);
 	write_in(d, "new.conf", "log-level = debug\n");
-	c = config_load(&f->k, main, &eb);
+	c = config_load(&f->k, conf, &eb);
 	if (c == NULL)
 		fail_msg("load failed: %s", eb.first);
 	assert_int_equal(c->core.level, LVL_DEBUG);
 	config_free(c);
-	free(main);
+	free(conf);
 	free(d);
 	free(odd);
 }
