@@ -330,7 +330,9 @@ client_eof(struct client *cl)
 {
 	struct port *p = cl->p;
 
-	if (p->c->eof_linger <= 0 || p->removing) {
+	/* A client that sent nothing has no answer to wait for: lingering
+	 * would only let connect-and-close peers hold descriptors. */
+	if (p->c->eof_linger <= 0 || p->removing || cl->rx == 0) {
 		client_free(cl, "disconnected");
 		return;
 	}
@@ -538,6 +540,32 @@ port_lingering(const struct port *p)
 		if (cl->eof)
 			return cl;
 	return NULL;
+}
+
+/*
+ * Out of descriptors: the lingering clients of every port go first. A peer
+ * that closed altogether looks like one that half-closed until something
+ * is written to it, so lingerers may be dead; they must not hold the
+ * descriptors that new clients, control and the state file need.
+ * @return how many were closed.
+ */
+static int
+shed_lingering(struct keel_module *m)
+{
+	struct keel_instance *in = NULL;
+	struct port *p;
+	struct client *cl;
+	int n = 0;
+
+	while ((in = keel_instance_next(m, in)) != NULL) {
+		p = keel_instance_data(in);
+		while (p != NULL && (cl = port_lingering(p)) != NULL) {
+			client_free(cl,
+				    "closed (eof-linger: out of descriptors)");
+			n++;
+		}
+	}
+	return n;
 }
 
 /* Dead peers: keepalive probes after 30 s idle, every 10 s, 3 of them. */
@@ -899,6 +927,8 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 		return;
 	}
 	if (!keel_module_fd_ok(p->m, fd)) {
+		/* This descriptor stays too high; the next one will not. */
+		shed_lingering(p->m);
 		keel_metric_add(p->mt[M_REFUSED], 1);
 		keel_module_log_limit(
 			p->m, &p->rl, KEEL_LOG_WARNING,
@@ -991,6 +1021,8 @@ accept_error_cb(struct evconnlistener *lev, void *arg)
 	int err = EVUTIL_SOCKET_ERROR();
 	struct timeval tv = { 0, LISTEN_PAUSE_USEC };
 
+	if ((err == EMFILE || err == ENFILE) && shed_lingering(p->m) > 0)
+		return; /* descriptors free again: accept on */
 	if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
 		/* Once per episode: it ends when a client is accepted. */
 		if (!p->out_of_fds)

@@ -130,6 +130,7 @@ class HalfClose(ClientsBase):
         self.start()
         c = self.client()
         self.wait_clients(1)
+        c.sendall(b"?")  # a request: something to wait for
         c.shutdown(socket.SHUT_WR)
         wait_for(lambda: port_status(self.k, "a")["half_closed_total"] == 1, 3, 0.02)
         got = {}
@@ -178,6 +179,20 @@ class HalfClose(ClientsBase):
         self.assertLess(time.monotonic() - t0, 3)
         self.k.wait_log(r"serial: a: client 127\.0\.0\.1:\d+ lost \(")
 
+    def test_a_client_that_sent_nothing_does_not_linger(self):
+        # Nothing asked, nothing to wait for: connect-and-close peers
+        # (port scanners, health checks) must not hold descriptors.
+        self.start(extra="  eof-linger = 60\n")
+        c = self.client()
+        self.wait_clients(1)
+        c.shutdown(socket.SHUT_WR)
+        t0 = time.monotonic()
+        data, ended = recv_until_closed(c, 3)
+        self.assertEqual(data, b"")
+        self.assertLess(ended - t0, 1.0)
+        st = port_status(self.k, "a")
+        self.assertEqual((st["clients"], st["half_closed_total"]), (0, 0))
+
     def test_eof_linger_0_closes_at_once(self):
         self.start(extra="  eof-linger = 0\n")
         c = self.client()
@@ -198,6 +213,7 @@ class HalfClose(ClientsBase):
         self.start(extra="  eof-linger = 60\n  max-clients = 1\n")
         c1 = self.client()
         self.wait_clients(1)
+        c1.sendall(b"?")
         c1.shutdown(socket.SHUT_WR)
         wait_for(lambda: port_status(self.k, "a")["half_closed_total"] == 1, 3, 0.02)
         c2 = self.client()
@@ -208,7 +224,7 @@ class HalfClose(ClientsBase):
         os.write(self.pty.master, b"for c2\n")
         self.assertEqual(c2.recv(100), b"for c2\n")
         c2.sendall(b"from c2\n")
-        self.assertEqual(read_device(self.pty.master, 8), b"from c2\n")
+        self.assertEqual(read_device(self.pty.master, 9), b"?from c2\n")
         st = port_status(self.k, "a")
         self.assertEqual((st["refused_total"], st["accepted_total"]), (0, 2))
 
@@ -216,6 +232,7 @@ class HalfClose(ClientsBase):
         self.start(extra="  eof-linger = 60\n  client-timeout = 0.5\n")
         c = self.client()
         self.wait_clients(1)
+        c.sendall(b"?")  # a request: something to wait for
         c.shutdown(socket.SHUT_WR)
         data, _ = recv_until_closed(c, 4)
         self.assertEqual(data, b"")
@@ -225,6 +242,7 @@ class HalfClose(ClientsBase):
         self.start(extra="  eof-linger = 60\n")
         c = self.client()
         self.wait_clients(1)
+        c.sendall(b"?")  # a request: something to wait for
         c.shutdown(socket.SHUT_WR)
         wait_for(lambda: port_status(self.k, "a")["half_closed_total"] == 1, 3, 0.02)
         self.k.write("")
@@ -239,6 +257,7 @@ class HalfClose(ClientsBase):
         self.start(extra="  eof-linger = 60\n")
         c = self.client()
         self.wait_clients(1)
+        c.sendall(b"?")  # a request: something to wait for
         c.shutdown(socket.SHUT_WR)
         wait_for(lambda: port_status(self.k, "a")["half_closed_total"] == 1, 3, 0.02)
         t0 = time.monotonic()
@@ -252,6 +271,7 @@ class HalfClose(ClientsBase):
         self.start(extra="  eof-linger = 60\n")
         c = self.client()
         self.wait_clients(1)
+        c.sendall(b"?")  # a request: something to wait for
         c.shutdown(socket.SHUT_WR)
         wait_for(lambda: port_status(self.k, "a")["half_closed_total"] == 1, 3, 0.02)
         self.k.write(self.body.replace("eof-linger = 60", "eof-linger = 0"))
