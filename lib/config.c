@@ -1566,7 +1566,8 @@ config_unique(struct config *c, struct errbuf *eb)
 				continue;
 			for (i = 0, n = 0; i < c->nsecs; i++)
 				if (c->secs[i].m == m &&
-				    c->secs[i].conf != NULL)
+				    c->secs[i].conf != NULL &&
+				    option_is_set(&opts[o], c->secs[i].conf))
 					u[n++] = (struct config_uniq){
 						&opts[o], &c->secs[i], i
 					};

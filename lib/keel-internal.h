@@ -151,6 +151,7 @@ void option_free_one(const struct keel_option *o, void *conf);
 void option_conf_free(const struct keel_option *opts, void *conf);
 int option_equal(const struct keel_option *o, const void *a, const void *b);
 int option_cmp(const struct keel_option *o, const void *a, const void *b);
+int option_is_set(const struct keel_option *o, const void *conf);
 uint64_t option_diff(const struct keel_option *opts, const void *a,
 		     const void *b);
 const char *option_text(const struct keel_option *o, const void *conf,

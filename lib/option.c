@@ -459,6 +459,23 @@ option_cmp(const struct keel_option *o, const void *a, const void *b)
 	}
 }
 
+/* Zero when a string or HOST:PORT option without a default is not written
+ * (an optional address: nothing to compare). */
+int
+option_is_set(const struct keel_option *o, const void *conf)
+{
+	const char *slot = (const char *)conf + o->offset;
+	char *s = NULL;
+
+	if (o->type == KEEL_OPT_STRING)
+		memcpy(&s, slot, sizeof(s));
+	else if (o->type == KEEL_OPT_HOSTPORT)
+		s = ((const struct keel_hostport *)(const void *)slot)->text;
+	else
+		return 1;
+	return s != NULL;
+}
+
 /* Non-zero when option @o has the same value in @a and @b. */
 int
 option_equal(const struct keel_option *o, const void *a, const void *b)

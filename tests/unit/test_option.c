@@ -1014,6 +1014,29 @@ test_file_unique(void **state)
 		      "by mod1 'a'\n");
 }
 
+/* An optional unique option left unset in two sections is no duplicate
+ * (serial: a port that only connects out has no listen). */
+static void
+test_file_unique_unset(void **state)
+{
+	struct fixture *f = *state;
+	struct errbuf eb = { 0 };
+	struct config *c;
+
+	unit_write_str(f->main, "load = { mod1 }\n"
+				"mod1 a {\n"
+				"  name = x\n"
+				"}\n"
+				"mod1 b {\n"
+				"  name = y\n"
+				"}\n");
+	c = config_load(&f->k, f->main, &eb);
+	if (c == NULL)
+		fail_msg("rejected: %s", eb.text);
+	config_free(c);
+	errbuf_clear(&eb);
+}
+
 /* A good file converts every section, defaults filled, positions kept. */
 static void
 test_file_good(void **state)
@@ -1077,6 +1100,8 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test_setup_teardown(test_file_two_modules, setup, teardown),
 	cmocka_unit_test_setup_teardown(test_file_required, setup, teardown),
 	cmocka_unit_test_setup_teardown(test_file_unique, setup, teardown),
+	cmocka_unit_test_setup_teardown(test_file_unique_unset, setup,
+					teardown),
 	cmocka_unit_test_setup_teardown(test_file_good, setup, teardown),
 	cmocka_unit_test(test_parse_hostport_without_port),
 	cmocka_unit_test_setup_teardown(test_file_titles, setup, teardown),
