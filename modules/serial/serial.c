@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: ISC */
 /*
  * serial: each `serial NAME { }` section is one instance bridging a serial
- * device to a TCP listener. Device data fans out to every client; client
- * data goes to the device. Every change applies in place: a new device path
- * reopens the device keeping the clients, a new listen address rebinds
- * keeping them, line settings change on the open device.
+ * device to a TCP listener, to a server it connects out to, or both. Device
+ * data fans out to every client; client data goes to the device. Every
+ * change applies in place: a new device path reopens the device keeping the
+ * clients, a new listen address rebinds keeping them, line settings change
+ * on the open device, a new connect target replaces the outbound connection.
  */
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/util.h>
@@ -24,11 +26,15 @@
 
 #include "telnet.h"
 
-#define SERIAL_DRAIN_MAX  5.0    /* seconds a removed port may take to drain */
-#define LISTEN_PAUSE_USEC 200000 /* listener pause when out of fds */
-#define CLIENT_LOG_WINDOW 10.0   /* seconds; client lines per port ... */
-#define CLIENT_LOG_BURST  20     /* ... at most this many per window */
-#define MIB               (1024.0 * 1024)
+#define SERIAL_DRAIN_MAX   5.0    /* seconds a removed port may take to drain */
+#define LISTEN_PAUSE_USEC  200000 /* listener pause when out of fds */
+#define CLIENT_LOG_WINDOW  10.0   /* seconds; client lines per port ... */
+#define CLIENT_LOG_BURST   20     /* ... at most this many per window */
+#define CONNECT_LOG_WINDOW 60.0   /* seconds; failed connects logged ... */
+#define CONNECT_LOG_BURST  3      /* ... at most this many per window */
+#define CONNECT_STABLE     5.0    /* seconds up that reset the back-off */
+#define CONNECT_JITTER     0.2    /* the back-off varies by +- 20 % */
+#define MIB                (1024.0 * 1024)
 /* Asked of one read() of a client, and gathered per read callback. A
  * chunk is rounded up with libevent's header to 64 KiB: below glibc's mmap
  * threshold (128 KiB), so a read costs no mmap/munmap pair. */
@@ -48,8 +54,10 @@ struct port_conf {
 	double open_timeout, idle_timeout, retry_min, retry_max;
 	int lock;
 	char *lock_dir;
-	struct keel_hostport listen;
+	struct keel_hostport listen; /* text NULL: not written */
 	struct keel_list allow;
+	char *connect; /* HOST:PORT, a name or numeric; NULL */
+	double connect_timeout;
 	long max_clients;
 	int when_full; /* enum when_full */
 	double client_timeout, stall_timeout, eof_linger;
@@ -81,6 +89,8 @@ enum {
 	M_NET_TX,
 	M_HALF_CLOSED,
 	M_DENIED,
+	M_CONNECTS,
+	M_CONNECT_FAILURES,
 	M_COUNT
 };
 
@@ -138,6 +148,14 @@ static const struct {
 		       "Clients refused at accept, or closed by a reload, "
 		       "because allow does not list them",
 		       KEEL_METRIC_COUNTER, -1 },
+	[M_CONNECTS] = { "connects_total",
+			 "Outbound connections established (connect)",
+			 KEEL_METRIC_COUNTER, -1 },
+	[M_CONNECT_FAILURES] = { "connect_failures_total",
+				 "Outbound connection rounds that failed "
+				 "(every address tried), and names that did "
+				 "not resolve",
+				 KEEL_METRIC_COUNTER, -1 },
 };
 
 struct port;
@@ -161,6 +179,35 @@ struct client {
 	struct tn *tn;
 	struct evbuffer *dec;
 	int suspended; /* FLOWCONTROL-SUSPEND: nothing sent to it */
+};
+
+/* The outbound connection's life: connect_state in status. */
+enum out_state {
+	OUT_OFF, /* no connect */
+	OUT_RESOLVING,
+	OUT_CONNECTING,
+	OUT_CONNECTED,
+	OUT_WAITING, /* the back-off */
+};
+
+static const char *const out_state_words[] = { "off", "resolving", "connecting",
+					       "connected", "waiting" };
+
+/* connect: the port's own connection out (see out_start). */
+struct outbound {
+	enum out_state state;
+	struct evdns_getaddrinfo_request *req; /* resolving */
+	struct evutil_addrinfo *ai, *next;     /* resolved; next to try */
+	int fd;                                /* connecting, else -1 */
+	struct event *ev;                      /* connecting: writable */
+	struct event *timer;  /* connect-timeout, or the back-off */
+	struct client *cl;    /* connected: an ordinary client */
+	unsigned int attempt; /* failed rounds: the back-off */
+	struct timeval since; /* when connected */
+	char peer[80];        /* the address tried or connected */
+	char error[160];      /* the last failure */
+	time_t error_time;    /* wall clock */
+	struct keel_ratelimit rl;
 };
 
 struct port {
@@ -194,6 +241,7 @@ struct port {
 	unsigned int wish; /* DTR and RTS as last asked (KEEL_MODEM_*) */
 	char set_by[80];   /* who set the line settings: "" = configuration */
 	char signature[128];
+	struct outbound out;
 };
 
 static void port_maybe_done(struct port *p);
@@ -201,6 +249,8 @@ static void port_resume_device(struct port *p);
 static void client_arm_idle(struct client *cl);
 static void port_com_client(struct port *p, int delta);
 static void port_release(struct port *p, struct client *cl);
+static void out_lost(struct port *p);
+static void out_writable_cb(evutil_socket_t fd, short what, void *arg);
 
 /* ---- clients ---- */
 
@@ -255,21 +305,31 @@ client_free(struct client *cl, const char *why)
 {
 	struct port *p = cl->p;
 	struct client **pp;
+	int outbound = cl == p->out.cl;
 
 	for (pp = &p->clients; *pp != NULL; pp = &(*pp)->next)
 		if (*pp == cl) {
 			*pp = cl->next;
 			break;
 		}
-	p->nclients--;
-	keel_metric_set(p->mt[M_CLIENTS], p->nclients);
 	if (cl->tn != NULL && cl->tn->proto == TN_RFC2217)
 		port_com_client(p, -1);
 	if (p->controller == cl)
 		port_release(p, cl);
-	keel_module_log_limit(p->m, &p->rl, KEEL_LOG_INFO, "%s: client %s %s",
-			      p->name, cl->peer, why);
+	if (outbound) {
+		p->out.cl = NULL;
+		keel_module_log(p->m, KEEL_LOG_INFO, "%s: connection to %s %s",
+				p->name, cl->peer, why);
+	} else {
+		p->nclients--;
+		keel_metric_set(p->mt[M_CLIENTS], p->nclients);
+		keel_module_log_limit(p->m, &p->rl, KEEL_LOG_INFO,
+				      "%s: client %s %s", p->name, cl->peer,
+				      why);
+	}
 	client_release(cl);
+	if (outbound)
+		out_lost(p);
 	/* It may have been the full one holding the device back. */
 	port_resume_device(p);
 	port_maybe_done(p);
@@ -331,8 +391,10 @@ client_eof(struct client *cl)
 	struct port *p = cl->p;
 
 	/* A client that sent nothing has no answer to wait for: lingering
-	 * would only let connect-and-close peers hold descriptors. */
-	if (p->c->eof_linger <= 0 || p->removing || cl->rx == 0) {
+	 * would only let connect-and-close peers hold descriptors. The
+	 * server we connected to closed: connect again. */
+	if (p->c->eof_linger <= 0 || p->removing || cl->rx == 0 ||
+	    cl == p->out.cl) {
 		client_free(cl, "disconnected");
 		return;
 	}
@@ -894,14 +956,66 @@ client_protocol(struct client *cl)
 	return 0;
 }
 
+/*
+ * A client on @fd (taken in every case) whose address reads @peer, fed and
+ * read like every other one; NULL when out of memory.
+ */
+static struct client *
+client_new(struct port *p, evutil_socket_t fd, const char *peer)
+{
+	struct event_base *base = keel_module_base(p->m);
+	struct client *cl, **tail;
+
+	cl = calloc(1, sizeof(*cl));
+	if (cl == NULL) {
+		close(fd);
+		return NULL;
+	}
+	snprintf(cl->peer, sizeof(cl->peer), "%s", peer);
+	cl->p = p;
+	client_sockopts(fd);
+	cl->fd = fd;
+	cl->rd = event_new(base, fd, EV_READ | EV_PERSIST, client_read_cb, cl);
+	cl->wr =
+		event_new(base, fd, EV_WRITE | EV_PERSIST, client_write_cb, cl);
+	cl->in = evbuffer_new();
+	cl->out = evbuffer_new();
+	cl->idle = evtimer_new(base, client_idle_cb, cl);
+	if (cl->rd == NULL || cl->wr == NULL || cl->in == NULL ||
+	    cl->out == NULL || cl->idle == NULL || client_protocol(cl) == -1) {
+		client_release(cl);
+		return NULL;
+	}
+	if (!p->paused)
+		event_add(cl->rd, NULL);
+	event_base_gettimeofday_cached(base, &cl->last);
+	cl->since = cl->last.tv_sec;
+	client_arm_idle(cl);
+	for (tail = &p->clients; *tail != NULL; tail = &(*tail)->next)
+		;
+	*tail = cl;
+	return cl;
+}
+
+/* The oldest accepted client (never the outbound connection), or NULL. */
+static struct client *
+port_oldest(const struct port *p)
+{
+	struct client *cl;
+
+	for (cl = p->clients; cl != NULL && cl == p->out.cl; cl = cl->next)
+		;
+	return cl;
+}
+
 /* A new connection. */
 static void
 accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 	  int salen, void *arg)
 {
 	struct port *p = arg;
-	struct client *cl, **tail;
-	char host[64];
+	struct client *cl;
+	char host[64], peer[80];
 
 	(void)lev;
 	if (p->out_of_fds) {
@@ -942,7 +1056,7 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 	    (cl = port_lingering(p)) != NULL)
 		client_free(cl, "closed (eof-linger: its place is taken)");
 	if (p->nclients >= p->c->max_clients) {
-		if (p->c->when_full == FULL_REFUSE || p->clients == NULL) {
+		if (p->c->when_full == FULL_REFUSE || port_oldest(p) == NULL) {
 			keel_metric_add(p->mt[M_REFUSED], 1);
 			keel_module_log_limit(
 				p->m, &p->rl, KEEL_LOG_INFO,
@@ -952,44 +1066,19 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 			return;
 		}
 		keel_metric_add(p->mt[M_KICKED], 1);
-		client_free(p->clients,
+		client_free(port_oldest(p),
 			    "kicked (max-clients reached, kick-oldest)");
 	}
-	cl = calloc(1, sizeof(*cl));
-	if (cl == NULL) {
-		close(fd);
-		return;
-	}
-	snprintf(cl->peer, sizeof(cl->peer), "%.64s:%u", host,
+	snprintf(peer, sizeof(peer), "%.64s:%u", host,
 		 ntohs(sa->sa_family == AF_INET6
 			       ? ((struct sockaddr_in6 *)sa)->sin6_port
 			       : ((struct sockaddr_in *)sa)->sin_port));
+	cl = client_new(p, fd, peer);
+	if (cl == NULL)
+		return;
 	memcpy(&cl->addr, sa,
 	       (size_t)salen < sizeof(cl->addr) ? (size_t)salen
 						: sizeof(cl->addr));
-	cl->p = p;
-	client_sockopts(fd);
-	cl->fd = fd;
-	cl->rd = event_new(keel_module_base(p->m), fd, EV_READ | EV_PERSIST,
-			   client_read_cb, cl);
-	cl->wr = event_new(keel_module_base(p->m), fd, EV_WRITE | EV_PERSIST,
-			   client_write_cb, cl);
-	cl->in = evbuffer_new();
-	cl->out = evbuffer_new();
-	cl->idle = evtimer_new(keel_module_base(p->m), client_idle_cb, cl);
-	if (cl->rd == NULL || cl->wr == NULL || cl->in == NULL ||
-	    cl->out == NULL || cl->idle == NULL || client_protocol(cl) == -1) {
-		client_release(cl);
-		return;
-	}
-	if (!p->paused)
-		event_add(cl->rd, NULL);
-	event_base_gettimeofday_cached(keel_module_base(p->m), &cl->last);
-	cl->since = cl->last.tv_sec;
-	client_arm_idle(cl);
-	for (tail = &p->clients; *tail != NULL; tail = &(*tail)->next)
-		;
-	*tail = cl;
 	p->nclients++;
 	keel_metric_set(p->mt[M_CLIENTS], p->nclients);
 	keel_metric_add(p->mt[M_ACCEPTED], 1);
@@ -1057,6 +1146,394 @@ port_listen(struct port *p, int fd)
 	return 0;
 }
 
+/* ---- connect: the outbound connection ---- */
+
+/*
+ * Split connect's HOST:PORT into @host and @port: HOST a name, an IPv4
+ * address or [IPv6]; PORT 1 to 65535. -1 when it is not one.
+ */
+static int
+connect_split(const char *text, char *host, size_t hostlen, char *port,
+	      size_t portlen)
+{
+	const char *colon = strrchr(text, ':'), *h = text;
+	size_t n, i;
+	unsigned char v6[16];
+	long num;
+
+	if (colon == NULL || colon[1] == '\0' || strlen(colon + 1) > 5 ||
+	    strspn(colon + 1, "0123456789") != strlen(colon + 1))
+		return -1;
+	num = strtol(colon + 1, NULL, 10);
+	if (num < 1 || num > 65535)
+		return -1;
+	n = (size_t)(colon - text);
+	if (n > 0 && text[0] == '[') {
+		if (n < 3 || text[n - 1] != ']')
+			return -1;
+		h = text + 1;
+		n -= 2;
+	}
+	if (n == 0 || n >= hostlen || n > 253)
+		return -1;
+	memcpy(host, h, n);
+	host[n] = '\0';
+	if (h != text) {
+		if (evutil_inet_pton(AF_INET6, host, v6) != 1)
+			return -1;
+	} else {
+		for (i = 0; i < n; i++)
+			if (strchr("abcdefghijklmnopqrstuvwxyz"
+				   "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_",
+				   host[i]) == NULL)
+				return -1;
+	}
+	snprintf(port, portlen, "%ld", num);
+	return 0;
+}
+
+/* connect: HOST:PORT; the message names the option. */
+static int
+connect_check(const char *value, char *err, size_t errlen)
+{
+	char host[256], port[8];
+
+	if (connect_split(value, host, sizeof(host), port, sizeof(port)) == 0)
+		return 0;
+	snprintf(err, errlen,
+		 "connect '%s' is not HOST:PORT (a name, an IPv4 address or "
+		 "[IPv6]; port 1 to 65535)",
+		 value);
+	return -1;
+}
+
+/*
+ * The module's resolver, made at the first name to resolve: libevent's
+ * evdns reads /etc/resolv.conf and /etc/hosts once and never blocks the
+ * loop (getaddrinfo() would, for as long as a name server takes).
+ */
+static struct evdns_base *
+serial_dns(struct keel_module *m)
+{
+	struct evdns_base *dns = keel_module_data(m);
+
+	if (dns != NULL)
+		return dns;
+	dns = evdns_base_new(keel_module_base(m),
+			     EVDNS_BASE_INITIALIZE_NAMESERVERS |
+				     EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+	if (dns == NULL)
+		return NULL;
+	/* 0x20 case randomisation: answers from resolvers that do not keep
+	 * the case would be dropped. */
+	evdns_base_set_option(dns, "randomize-case:", "0");
+	keel_module_set_data(m, dns);
+	return dns;
+}
+
+/* Free the resolver once every port is gone. */
+static void
+serial_stop(struct keel_module *m)
+{
+	struct evdns_base *dns = keel_module_data(m);
+
+	if (dns != NULL)
+		evdns_base_free(dns, 0);
+	keel_module_set_data(m, NULL);
+}
+
+/* "ADDR:PORT", "[ADDR6]:PORT". */
+static void
+out_addr_text(const struct sockaddr *sa, char *buf, size_t len)
+{
+	char host[64];
+	const void *a;
+	unsigned int port;
+
+	if (sa->sa_family == AF_INET6) {
+		a = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+		port = ntohs(((const struct sockaddr_in6 *)(const void *)sa)
+				     ->sin6_port);
+	} else {
+		a = &((const struct sockaddr_in *)(const void *)sa)->sin_addr;
+		port = ntohs(((const struct sockaddr_in *)(const void *)sa)
+				     ->sin_port);
+	}
+	if (evutil_inet_ntop(sa->sa_family, a, host, sizeof(host)) == NULL)
+		snprintf(host, sizeof(host), "?");
+	snprintf(buf, len, sa->sa_family == AF_INET6 ? "[%s]:%u" : "%s:%u",
+		 host, port);
+}
+
+/* Remember why the last attempt failed (status: connect_error). */
+static void
+out_note(struct port *p, const char *what, const char *why)
+{
+	snprintf(p->out.error, sizeof(p->out.error), "%s: %s", what, why);
+	p->out.error_time = time(NULL);
+}
+
+/* Stop resolving or connecting (a connected client stays). */
+static void
+out_stop(struct port *p)
+{
+	struct outbound *o = &p->out;
+
+	if (o->req != NULL)
+		/* Its callback comes later with EVUTIL_EAI_CANCEL and must
+		 * not touch the port, which may be freed by then. */
+		evdns_getaddrinfo_cancel(o->req);
+	o->req = NULL;
+	if (o->ev != NULL)
+		event_free(o->ev);
+	o->ev = NULL;
+	if (o->fd != -1)
+		close(o->fd);
+	o->fd = -1;
+	if (o->ai != NULL)
+		evutil_freeaddrinfo(o->ai);
+	o->ai = o->next = NULL;
+	if (o->timer != NULL)
+		evtimer_del(o->timer);
+	if (o->cl == NULL)
+		o->state = OUT_OFF;
+}
+
+/*
+ * Wait before connecting again: min(retry-max, retry-min * 2^attempt)
+ * +- 20 %, the device's back-off (one policy per port).
+ */
+static void
+out_backoff(struct port *p)
+{
+	struct outbound *o = &p->out;
+	double delay = p->c->retry_min;
+	unsigned int i;
+	struct timeval tv;
+
+	for (i = 0; i < o->attempt && delay < p->c->retry_max; i++)
+		delay *= 2;
+	if (delay > p->c->retry_max)
+		delay = p->c->retry_max;
+	delay *= 1.0 +
+		 CONNECT_JITTER *
+			 (2.0 * ((double)random() / (double)RAND_MAX) - 1.0);
+	if (o->attempt < 64)
+		o->attempt++;
+	o->state = OUT_WAITING;
+	tv = keel_timeval(delay);
+	evtimer_add(o->timer, &tv);
+}
+
+/* A round failed (the name, or every address): count, say, back off. */
+static void
+out_fail(struct port *p)
+{
+	keel_metric_add(p->mt[M_CONNECT_FAILURES], 1);
+	keel_module_log_limit(p->m, &p->out.rl, KEEL_LOG_WARNING,
+			      "%s: connect %s: %s (retrying with back-off)",
+			      p->name, p->c->connect, p->out.error);
+	out_stop(p);
+	out_backoff(p);
+}
+
+/* The outbound connection is up: from now on it is a client. */
+static void
+out_connected(struct port *p, int fd)
+{
+	struct outbound *o = &p->out;
+
+	if (o->ai != NULL)
+		evutil_freeaddrinfo(o->ai);
+	o->ai = o->next = NULL;
+	o->cl = client_new(p, fd, o->peer);
+	if (o->cl == NULL) {
+		out_note(p, o->peer, strerror(ENOMEM));
+		out_fail(p);
+		return;
+	}
+	o->state = OUT_CONNECTED;
+	event_base_gettimeofday_cached(keel_module_base(p->m), &o->since);
+	keel_metric_add(p->mt[M_CONNECTS], 1);
+	keel_module_log(p->m, KEEL_LOG_INFO, "%s: connected to %s (%s)",
+			p->name, p->c->connect, o->peer);
+}
+
+/*
+ * Connect to the next address the name gave, without waiting: connect()
+ * on a non-blocking socket, then writable or connect-timeout. Every
+ * address is tried before the back-off.
+ */
+static void
+out_try_next(struct port *p)
+{
+	struct outbound *o = &p->out;
+	struct evutil_addrinfo *a;
+	struct timeval tv;
+	int fd;
+
+	while ((a = o->next) != NULL) {
+		o->next = a->ai_next;
+		out_addr_text(a->ai_addr, o->peer, sizeof(o->peer));
+		fd = socket(a->ai_family,
+			    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd != -1 && !keel_module_fd_ok(p->m, fd)) {
+			close(fd);
+			fd = -1;
+			errno = EMFILE;
+		}
+		if (fd == -1) {
+			out_note(p, o->peer, strerror(errno));
+			continue;
+		}
+		if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
+			out_connected(p, fd);
+			return;
+		}
+		if (errno != EINPROGRESS) {
+			out_note(p, o->peer, strerror(errno));
+			close(fd);
+			continue;
+		}
+		o->ev = event_new(keel_module_base(p->m), fd, EV_WRITE,
+				  out_writable_cb, p);
+		if (o->ev == NULL) {
+			out_note(p, o->peer, strerror(ENOMEM));
+			close(fd);
+			continue;
+		}
+		o->fd = fd;
+		o->state = OUT_CONNECTING;
+		event_add(o->ev, NULL);
+		tv = keel_timeval(p->c->connect_timeout);
+		evtimer_add(o->timer, &tv);
+		return;
+	}
+	out_fail(p);
+}
+
+/* The connect() under way ended. */
+static void
+out_writable_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct port *p = arg;
+	struct outbound *o = &p->out;
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	(void)what;
+	evtimer_del(o->timer);
+	event_free(o->ev);
+	o->ev = NULL;
+	o->fd = -1;
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+		err = errno;
+	if (err != 0) {
+		out_note(p, o->peer, strerror(err));
+		close(fd);
+		out_try_next(p);
+		return;
+	}
+	out_connected(p, fd);
+}
+
+/* The name resolved (or not). */
+static void
+out_resolved_cb(int result, struct evutil_addrinfo *ai, void *arg)
+{
+	struct port *p = arg;
+
+	if (result == EVUTIL_EAI_CANCEL)
+		return; /* out_stop(): the port may be gone */
+	p->out.req = NULL;
+	if (result != 0) {
+		if (ai != NULL)
+			evutil_freeaddrinfo(ai);
+		out_note(p, "resolving", evutil_gai_strerror(result));
+		out_fail(p);
+		return;
+	}
+	p->out.ai = p->out.next = ai;
+	out_try_next(p);
+}
+
+/* Resolve connect's name (a numeric address resolves at once), then
+ * connect. */
+static void
+out_start(struct port *p)
+{
+	struct outbound *o = &p->out;
+	struct evutil_addrinfo hints;
+	struct evdns_getaddrinfo_request *req;
+	struct evdns_base *dns;
+	char host[256], port[8];
+
+	out_stop(p);
+	if (p->c->connect == NULL || p->removing || o->cl != NULL)
+		return;
+	/* The option check passed: this cannot fail. */
+	connect_split(p->c->connect, host, sizeof(host), port, sizeof(port));
+	dns = serial_dns(p->m);
+	if (dns == NULL) {
+		out_note(p, "resolving", "cannot start the resolver");
+		out_fail(p);
+		return;
+	}
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_protocol = IPPROTO_TCP;
+	hints.ai_flags = EVUTIL_AI_NUMERICSERV;
+	o->state = OUT_RESOLVING;
+	snprintf(o->peer, sizeof(o->peer), "%s", p->c->connect);
+	/* Answered at once (numeric, /etc/hosts): the callback ran already
+	 * and NULL comes back. */
+	req = evdns_getaddrinfo(dns, host, port, &hints, out_resolved_cb, p);
+	if (req != NULL)
+		o->req = req;
+}
+
+/* The outbound connection closed: connect again after the back-off (a
+ * connection that lasted starts the back-off from retry-min again). */
+static void
+out_lost(struct port *p)
+{
+	struct outbound *o = &p->out;
+	struct timeval now;
+
+	if (p->removing || p->c->connect == NULL) {
+		o->state = OUT_OFF;
+		return;
+	}
+	event_base_gettimeofday_cached(keel_module_base(p->m), &now);
+	if ((double)(now.tv_sec - o->since.tv_sec) >= CONNECT_STABLE)
+		o->attempt = 0;
+	snprintf(o->error, sizeof(o->error), "%s: connection closed", o->peer);
+	o->error_time = time(NULL);
+	out_backoff(p);
+}
+
+/* connect-timeout, or the back-off is over. */
+static void
+out_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct port *p = arg;
+	struct outbound *o = &p->out;
+
+	(void)fd;
+	(void)what;
+	if (o->state == OUT_CONNECTING) {
+		event_free(o->ev);
+		o->ev = NULL;
+		close(o->fd);
+		o->fd = -1;
+		out_note(p, o->peer, "connect timed out");
+		out_try_next(p);
+	} else if (o->state == OUT_WAITING) {
+		out_start(p);
+	}
+}
+
 /* ---- the device side ---- */
 
 /*
@@ -1073,7 +1550,7 @@ dev_data_cb(struct keel_serial *s, struct evbuffer *in, void *arg)
 	struct port *p = arg;
 	struct client *cl, *next;
 	size_t len = evbuffer_get_length(in), least = (size_t)-1;
-	long left = p->nclients;
+	long left = p->nclients + (p->out.cl != NULL);
 
 	trace_dump(p, "dev->net", in);
 	for (cl = p->clients; cl != NULL; cl = cl->next) {
@@ -1303,6 +1780,10 @@ port_bind(struct port *p)
 static void
 port_free(struct port *p)
 {
+	out_stop(p);
+	if (p->out.timer != NULL)
+		event_free(p->out.timer);
+	p->out.cl = NULL;
 	while (p->clients != NULL) {
 		struct client *cl = p->clients;
 
@@ -1372,6 +1853,7 @@ port_remove(struct port *p)
 	if (p->removing)
 		return;
 	p->removing = 1;
+	out_stop(p); /* the connection, if up, drains as any client */
 	if (p->lev != NULL)
 		evconnlistener_free(p->lev);
 	p->lev = NULL;
@@ -1390,6 +1872,7 @@ port_new(struct keel_instance *in, const struct port_conf *c, int fd)
 	struct port *p = calloc(1, sizeof(*p));
 	struct keel_serial_params sp;
 	struct event_base *base;
+	char what[300];
 	int i;
 
 	if (p == NULL) {
@@ -1407,9 +1890,13 @@ port_new(struct keel_instance *in, const struct port_conf *c, int fd)
 	p->wish = KEEL_MODEM_DTR | KEEL_MODEM_RTS;
 	snprintf(p->signature, sizeof(p->signature), "keeld serial %s",
 		 p->name);
+	p->out.fd = -1;
+	p->out.rl = (struct keel_ratelimit)KEEL_RATELIMIT(CONNECT_LOG_WINDOW,
+							  CONNECT_LOG_BURST);
 	base = keel_module_base(p->m);
 	sp = conf_params(p, c, &p->line);
-	if (port_listen(p, fd) == -1 ||
+	if ((c->listen.text != NULL && port_listen(p, fd) == -1) ||
+	    (p->out.timer = evtimer_new(base, out_timer_cb, p)) == NULL ||
 	    (p->lev_pause = evtimer_new(base, listen_resume_cb, p)) == NULL ||
 	    (p->drain_timer = evtimer_new(base, port_drain_cb, p)) == NULL ||
 	    (p->stall_timer = evtimer_new(base, port_stall_cb, p)) == NULL ||
@@ -1423,8 +1910,14 @@ port_new(struct keel_instance *in, const struct port_conf *c, int fd)
 					   port_metrics[i].name,
 					   port_metrics[i].help, NULL, NULL);
 	port_bind(p);
+	snprintf(what, sizeof(what), "%s%s%s%s",
+		 c->listen.text != NULL ? c->listen.text : "",
+		 c->listen.text != NULL && c->connect != NULL ? " and " : "",
+		 c->connect != NULL ? "connect " : "",
+		 c->connect != NULL ? c->connect : "");
 	keel_module_log(p->m, KEEL_LOG_INFO, "%s: %s <-> %s", p->name,
-			c->device, c->listen.text);
+			c->device, what);
+	out_start(p);
 	return p;
 }
 
@@ -1453,6 +1946,21 @@ port_update(struct port *p, const struct port_conf *c, int fd)
 		keel_module_log(p->m, KEEL_LOG_INFO,
 				"%s: now listening on %s (clients kept)",
 				p->name, c->listen.text);
+	} else if (c->listen.text == NULL && old != NULL) {
+		evconnlistener_free(old);
+		p->lev = NULL;
+		keel_module_log(p->m, KEEL_LOG_INFO,
+				"%s: no longer listening (clients kept)",
+				p->name);
+	}
+	/* A new target: the old connection goes, whatever its state. */
+	if (keel_instance_changed(p->in, "connect")) {
+		if (p->out.cl != NULL)
+			client_free(p->out.cl, "closed (connect changed)");
+		out_stop(p);
+		p->out.attempt = 0;
+		p->out.error[0] = '\0';
+		p->out.error_time = 0;
 	}
 	if (port_changed(p, device_opts)) {
 		dev = keel_serial_new(keel_module_base(p->m), &sp,
@@ -1485,6 +1993,8 @@ port_update(struct port *p, const struct port_conf *c, int fd)
 			keel_serial_set_timing(p->dev, &sp);
 	}
 	p->c = c;
+	if (keel_instance_changed(p->in, "connect"))
+		out_start(p);
 	if (keel_instance_changed(p->in, "client-timeout") ||
 	    keel_instance_changed(p->in, "eof-linger"))
 		for (cl = p->clients; cl != NULL; cl = cl->next)
@@ -1576,6 +2086,11 @@ serial_prepare(struct keel_instance *in, const void *conf, unsigned int flags)
 	const struct port_conf *c = conf;
 	struct plan *pl;
 
+	if (c->listen.text == NULL && c->connect == NULL) {
+		keel_instance_error(in, NULL,
+				    "listen or connect is required (or both)");
+		return -1;
+	}
 	if (c->retry_max < c->retry_min) {
 		keel_instance_error(in, "retry-max",
 				    "retry-max %g is less than retry-min %g",
@@ -1594,8 +2109,8 @@ serial_prepare(struct keel_instance *in, const void *conf, unsigned int flags)
 		keel_instance_error(in, "allow", "out of memory");
 		return -1;
 	}
-	if (keel_instance_data(in) != NULL &&
-	    !keel_instance_changed(in, "listen"))
+	if (c->listen.text == NULL || (keel_instance_data(in) != NULL &&
+				       !keel_instance_changed(in, "listen")))
 		return 0;
 	pl->fd = listen_take(keel_instance_module(in), c);
 	if (pl->fd == -1) {
@@ -1618,7 +2133,9 @@ port_allow(struct port *p, struct plan *pl)
 	pl->allow = NULL;
 	for (cl = p->clients; cl != NULL; cl = next) {
 		next = cl->next;
-		if (port_allows(p, (const struct sockaddr *)&cl->addr))
+		/* allow is about who may connect in: not our own connection. */
+		if (cl == p->out.cl ||
+		    port_allows(p, (const struct sockaddr *)&cl->addr))
 			continue;
 		keel_metric_add(p->mt[M_DENIED], 1);
 		client_free(cl, "closed (no longer in allow)");
@@ -1737,6 +2254,14 @@ serial_status(struct keel_instance *in, struct keel_status *st)
 	keel_status_str(st, "controller",
 			p->controller != NULL ? p->controller->peer : "");
 	keel_status_str(st, "listen", p->c->listen.text);
+	if (p->c->connect != NULL) {
+		keel_status_str(st, "connect", p->c->connect);
+		keel_status_str(st, "connect_state",
+				out_state_words[p->out.state]);
+		keel_status_str(st, "connect_peer", p->out.peer);
+		keel_status_str(st, "connect_error", p->out.error);
+		keel_status_time(st, "connect_error_time", p->out.error_time);
+	}
 	keel_status_int(st, "max_clients", p->c->max_clients);
 	keel_status_uint(st, "device_queue", keel_serial_output_length(p->dev));
 	keel_status_time(st, "last_rx", keel_serial_last_rx(p->dev));
@@ -1760,6 +2285,7 @@ serial_status(struct keel_instance *in, struct keel_status *st)
 					 cl->tn->commands);
 			keel_status_bool(st, "suspended", cl->suspended);
 		}
+		keel_status_bool(st, "outbound", cl == p->out.cl);
 		keel_status_pop(st);
 	}
 	keel_status_pop(st);
@@ -1774,9 +2300,16 @@ serial_event(struct keel_module *m, enum keel_event ev)
 
 	if (ev != KEEL_EVENT_WAKE)
 		return;
-	while ((in = keel_instance_next(m, in)) != NULL)
-		if ((p = keel_instance_data(in)) != NULL)
-			keel_serial_wake(p->dev);
+	while ((in = keel_instance_next(m, in)) != NULL) {
+		if ((p = keel_instance_data(in)) == NULL)
+			continue;
+		keel_serial_wake(p->dev);
+		if (p->out.state == OUT_WAITING) {
+			struct timeval now = { 0, 0 };
+
+			evtimer_add(p->out.timer, &now);
+		}
+	}
 }
 
 /* format: DATA PARITY STOP, such as 8N1; the message names the option. */
@@ -1825,7 +2358,7 @@ static const struct keel_option serial_options[] = {
 	KEEL_OPTION("lock", KEEL_OPT_BOOL, PC, lock, "true", 0),
 	KEEL_OPTION("lock-dir", KEEL_OPT_STRING, PC, lock_dir, "/run/lock", 0),
 	KEEL_OPTION("listen", KEEL_OPT_HOSTPORT, PC, listen, NULL,
-		    KEEL_OPT_REQUIRED | KEEL_OPT_UNIQUE),
+		    KEEL_OPT_UNIQUE),
 	{ .name = "allow",
 	  .type = KEEL_OPT_LIST,
 	  .flags = KEEL_OPT_NONEMPTY | KEEL_OPT_BOUNDED,
@@ -1834,6 +2367,10 @@ static const struct keel_option serial_options[] = {
 	  .min = 0,
 	  .max = 256,
 	  .check = allow_check },
+	KEEL_OPTION_CHECK("connect", KEEL_OPT_STRING, PC, connect, NULL,
+			  connect_check, 0),
+	KEEL_OPTION_RANGE("connect-timeout", KEEL_OPT_SECONDS, PC,
+			  connect_timeout, "10", 0.001, 600, 0),
 	KEEL_OPTION_RANGE("max-clients", KEEL_OPT_INT, PC, max_clients, "4", 1,
 			  65536, 0),
 	KEEL_OPTION_ENUM("when-full", PC, when_full, "refuse", when_full_words,
@@ -1865,6 +2402,7 @@ KEEL_MODULE_DESCRIPTOR = {
 	.conf_size = sizeof(struct port_conf),
 	.label = "port",
 	.events = KEEL_EVENT_WAKE,
+	.stop = serial_stop,
 	.prepare = serial_prepare,
 	.commit = serial_commit,
 	.abort = serial_abort,
