@@ -1279,10 +1279,14 @@ out_stop(struct port *p)
 {
 	struct outbound *o = &p->out;
 
-	if (o->req != NULL)
+	if (o->req != NULL) {
 		/* Its callback comes later with EVUTIL_EAI_CANCEL and must
 		 * not touch the port, which may be freed by then. */
 		evdns_getaddrinfo_cancel(o->req);
+		keel_module_log(p->m, KEEL_LOG_DEBUG,
+				"%s: resolving %s cancelled", p->name,
+				p->c->connect);
+	}
 	o->req = NULL;
 	if (o->ev != NULL)
 		event_free(o->ev);
