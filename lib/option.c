@@ -663,11 +663,9 @@ option_print(FILE *fp, const struct keel_option *o, const void *conf,
 	long l;
 	int n;
 
-	if (o->type == KEEL_OPT_STRING) {
-		memcpy(&s, slot, sizeof(s));
-		if (s == NULL)
-			return;
-	}
+	/* Unset (no default, not written): printing "" would not parse. */
+	if (!option_is_set(o, conf))
+		return;
 	fprintf(fp, "%*s%s = ", indent, "", o->name);
 	switch (o->type) {
 	case KEEL_OPT_INT:

@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import time
 import unittest
 
@@ -298,7 +299,7 @@ class Names(OutboundBase):
         self.assertGreater(self.state("s0")["connect_failures_total"], 0)
         self.k.kill(signal.SIGTERM)
         self.assertEqual(self.k.wait_exit(10), 0)
-        self.assertNotIn("AddressSanitizer", self.k.read(os.path.join(self.k.dir, "stderr")))
+        self.assertNotIn("Sanitizer", self.k.read(os.path.join(self.k.dir, "stderr")))
 
 
 class Reload(OutboundBase):
@@ -363,6 +364,17 @@ class Config(OutboundBase):
             self.k.write(section("a", self.link, self.k.dir, connect=good))
             rc, out, err = self.k.check()
             self.assertEqual(rc, 0, good + ": " + out + err)
+
+    def test_effective_configuration_of_a_connect_only_port_parses(self):
+        # keeld -T leaves the unset listen out (listen = "" would not parse).
+        self.k.write(section("a", self.link, self.k.dir, connect="collector:7000"))
+        r = subprocess.run(self.k.argv("-T"), capture_output=True, text=True, timeout=20)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn('  connect = "collector:7000"\n', r.stdout)
+        self.assertNotIn("listen", r.stdout)
+        self.k.write(r.stdout, raw=True)
+        rc, out, err = self.k.check()
+        self.assertEqual(rc, 0, out + err)
 
     def test_a_bad_reload_keeps_the_connection(self):
         srv = self.server()
