@@ -9,7 +9,7 @@ import threading
 import time
 import tty
 
-from keeltest import wait_for
+from keeltest import Keeld, wait_for
 
 
 def free_port():
@@ -69,6 +69,17 @@ class Pty:
 
     def close(self):
         self.hangup()
+
+
+def serial_keeld(test, name="ttyTEST0"):
+    """A keeld (not started) with the serial module and a pty at NAME in
+    its directory, both ended with the test; (keeld, link, pty)."""
+    k = Keeld("", modules=("serial",))
+    test.addCleanup(k.close)
+    link = os.path.join(k.dir, name)
+    pty = Pty(link)
+    test.addCleanup(pty.close)
+    return k, link, pty
 
 
 def serial_section(name, link, port, lock_dir, extra=""):

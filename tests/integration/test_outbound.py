@@ -9,9 +9,9 @@ import subprocess
 import time
 import unittest
 
-from keeltest import Keeld, main, wait_for
+from keeltest import main, wait_for
 from serialtest import (Pty, connect, free_port, in_thread, pattern, port_status, read_exact,
-                        recv_exact, send_all, sha, wait_open, write_all_fd)
+                        recv_exact, send_all, serial_keeld, sha, wait_open, write_all_fd)
 
 SANITIZE = os.environ.get("KEEL_SANITIZE", "").upper() in ("1", "ON", "TRUE", "YES")
 # How long a signal or a status request may take while a name fails.
@@ -130,11 +130,7 @@ def exchange(test, k, pty, conn, n=1 << 20, seed=3):
 
 class OutboundBase(unittest.TestCase):
     def setUp(self):
-        self.k = Keeld("", modules=("serial",))
-        self.addCleanup(self.k.close)
-        self.link = os.path.join(self.k.dir, "ttyTEST0")
-        self.pty = Pty(self.link)
-        self.addCleanup(self.pty.close)
+        self.k, self.link, self.pty = serial_keeld(self)
 
     def server(self, port=None):
         s = Server(port)
@@ -147,6 +143,30 @@ class OutboundBase(unittest.TestCase):
     def wait_state(self, want, name="a", timeout=5):
         return wait_for(lambda: self.state(name)["connect_state"] == want, timeout, 0.02,
                         what="connect_state %s" % want)
+
+    def other_port(self):
+        """Port b: a pty and a listener on a free port; (pty, port)."""
+        pty = Pty(os.path.join(self.k.dir, "ttyTEST1"))
+        self.addCleanup(pty.close)
+        return pty, free_port()
+
+    def assert_prompt(self, pty_b, cl, msg):
+        """Port b's bytes flow both ways, keeld -s status answers and a
+        SIGHUP is applied, each within PROMPT seconds."""
+        t0 = time.monotonic()
+        os.write(pty_b.master, msg)
+        self.assertEqual(cl.recv(100), msg)
+        cl.sendall(msg)
+        self.assertEqual(read_exact(pty_b.master, len(msg), PROMPT), sha(msg))
+        self.assertLess(time.monotonic() - t0, PROMPT, "port b's data was late")
+        t0 = time.monotonic()
+        rc, out, err = self.k.ctl("status")
+        self.assertEqual(rc, 0, err)
+        self.assertLess(time.monotonic() - t0, PROMPT, "keeld -s status was late")
+        gen = self.k.generation()
+        self.k.kill(signal.SIGHUP)
+        wait_for(lambda: self.k.generation() == gen + 1, PROMPT, 0.005,
+                 what="the reload after SIGHUP")
 
 
 class Bridge(OutboundBase):
@@ -273,12 +293,9 @@ class Reconnect(OutboundBase):
 
 class Names(OutboundBase):
     def test_an_unresolvable_name_blocks_neither_signals_nor_other_ports(self):
-        link_b = os.path.join(self.k.dir, "ttyTEST1")
-        pty_b = Pty(link_b)
-        self.addCleanup(pty_b.close)
-        lport = free_port()
+        pty_b, lport = self.other_port()
         body = (section("a", self.link, self.k.dir, connect="nonexistent.invalid:7000")
-                + section("b", link_b, self.k.dir, listen=lport))
+                + section("b", pty_b.link, self.k.dir, listen=lport))
         self.k.write(body)
         # Our own name server when we can (hermetic), else the machine's.
         dns = FakeDNS()
@@ -297,24 +314,8 @@ class Names(OutboundBase):
         wait_for(lambda: self.state("b")["clients"] == 1)
         # Port b streams while port a keeps failing: its bytes flow both
         # ways, and signals and status are answered at once.
-        gen = self.k.generation()
         for i in range(5):
-            msg = b"round %d\n" % i
-            t0 = time.monotonic()
-            os.write(pty_b.master, msg)
-            self.assertEqual(cl.recv(100), msg)
-            cl.sendall(msg)
-            self.assertEqual(read_exact(pty_b.master, len(msg), PROMPT), sha(msg))
-            self.assertLess(time.monotonic() - t0, PROMPT, "port b's data was late")
-            t0 = time.monotonic()
-            rc, out, err = self.k.ctl("status")
-            self.assertEqual(rc, 0, err)
-            self.assertLess(time.monotonic() - t0, PROMPT, "keeld -s status was late")
-            t0 = time.monotonic()
-            self.k.kill(signal.SIGHUP)
-            wait_for(lambda: self.k.generation() == gen + 1, PROMPT, 0.005,
-                     what="the reload after SIGHUP")
-            gen += 1
+            self.assert_prompt(pty_b, cl, b"round %d\n" % i)
             time.sleep(0.2)
         wait_for(lambda: self.state()["connect_failures_total"] >= 2, 30,
                  what="it retries the name")
@@ -331,11 +332,8 @@ class Names(OutboundBase):
         prefix = resolv_prefix(os.path.join(self.k.dir, "resolv.conf"), dns)
         if prefix is None:
             self.skipTest("no user namespaces (unshare -rm) to point keeld at a test name server")
-        link_b = os.path.join(self.k.dir, "ttyTEST1")
-        pty_b = Pty(link_b)
-        self.addCleanup(pty_b.close)
-        lport = free_port()
-        keep = (section("b", link_b, self.k.dir, listen=lport)
+        pty_b, lport = self.other_port()
+        keep = (section("b", pty_b.link, self.k.dir, listen=lport)
                 + section("c", self.link + "c", self.k.dir, connect="collector.test:7001"))
         self.k.write(section("a", self.link, self.k.dir, connect="collector.test:7000") + keep)
         self.k.start(prefix=prefix)
@@ -344,20 +342,9 @@ class Names(OutboundBase):
         cl = connect(lport)
         self.addCleanup(cl.close)
         wait_open(self.k, "b")
-        gen = self.k.generation()
+        wait_for(lambda: self.state("b")["clients"] == 1)
         for i in range(3):
-            msg = b"pending %d\n" % i
-            t0 = time.monotonic()
-            os.write(pty_b.master, msg)
-            self.assertEqual(cl.recv(100), msg)
-            self.assertLess(time.monotonic() - t0, PROMPT, "port b's data was late")
-            t0 = time.monotonic()
-            self.assertEqual(self.k.ctl("status")[0], 0)
-            self.assertLess(time.monotonic() - t0, PROMPT, "keeld -s status was late")
-            self.k.kill(signal.SIGHUP)
-            wait_for(lambda: self.k.generation() == gen + 1, PROMPT, 0.005,
-                     what="the reload after SIGHUP")
-            gen += 1
+            self.assert_prompt(pty_b, cl, b"pending %d\n" % i)
         self.assertEqual(self.state()["connect_state"], "resolving")
         self.k.write(keep)
         rc, out, err = self.k.ctl("reload")
