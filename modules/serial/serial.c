@@ -700,7 +700,7 @@ port_control(struct port *p, struct client *cl, uint32_t v, int may)
 	case 15:
 	case 16:
 		if (may) {
-			line.flow = code_flow[v >= 13 ? v - 13 : v];
+			line.flow = code_flow[(v > 13 ? v - 13 : v) & 3];
 			port_client_line(p, cl, &line);
 			line = port_line_now(p);
 		}
