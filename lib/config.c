@@ -1119,6 +1119,22 @@ config_schema(const struct keel_option *opts, size_t extra)
 	return out;
 }
 
+/* Non-zero when module @m's sections have titles. */
+static int
+config_titled(const struct keel_module *m)
+{
+	return m->desc->section == KEEL_SECTION_TITLED ||
+	       m->desc->section == KEEL_SECTION_TITLED_DEFAULTS;
+}
+
+/* Non-zero when @title names the defaults section of module @m. */
+static int
+config_is_defaults(const struct keel_module *m, const char *title)
+{
+	return m->desc->section == KEEL_SECTION_TITLED_DEFAULTS &&
+	       title[0] == '\0';
+}
+
 /* The option table of the section (or the top level) libconfuse parses. */
 static const struct keel_option *
 config_table_of(cfg_t *cs, const char *name, const struct keel_module **mod)
@@ -1246,10 +1262,15 @@ config_validate_value(cfg_t *cs, cfg_opt_t *opt)
 	scratch = calloc(1, o->offset + o->size);
 	if (scratch == NULL)
 		return 0; /* converted again after the parse */
-	if (m != NULL && m->desc->section == KEEL_SECTION_TITLED)
-		snprintf(where, sizeof(where), "%s '%s': ", m->name,
-			 config_current_title(cs, m->name));
-	else if (m != NULL)
+	if (m != NULL && config_titled(m)) {
+		const char *t = config_current_title(cs, m->name);
+
+		if (config_is_defaults(m, t))
+			snprintf(where, sizeof(where),
+				 "%s (defaults): ", m->name);
+		else
+			snprintf(where, sizeof(where), "%s '%s': ", m->name, t);
+	} else if (m != NULL)
 		snprintf(where, sizeof(where), "%s: ", m->name);
 	/* A list is checked whole, a scalar as it is set. */
 	for (i = o->type == KEEL_OPT_LIST ? 0 : (int)n - 1; i < (int)n; i++) {
@@ -1377,6 +1398,18 @@ config_new(struct keel *k)
 
 /* ---- converting the parsed values ---- */
 
+/* The last assignment of @option among @n, or NULL. */
+static const struct config_opt_pos *
+config_opt_last(const struct config_opt_pos *o, size_t n, const char *option)
+{
+	size_t i;
+
+	for (i = n; option != NULL && i > 0; i--)
+		if (strcmp(o[i - 1].key, option) == 0)
+			return &o[i - 1];
+	return NULL;
+}
+
 /*
  * The assignment of @option in force in @sec (the top level when @sec is
  * NULL): the last one written, or NULL when it is not written.
@@ -1385,23 +1418,17 @@ static const struct config_opt_pos *
 config_opt_find(const struct config *c, const struct config_section *sec,
 		const char *option)
 {
-	const struct config_opt_pos *o = NULL;
-	size_t i, n = 0;
-
-	if (sec != NULL && sec->pos != NULL) {
-		o = sec->pos->opts;
-		n = sec->pos->nopts;
-	} else if (sec == NULL) {
-		o = c->scan.root;
-		n = c->scan.nroot;
-	}
-	for (i = n; option != NULL && i > 0; i--)
-		if (strcmp(o[i - 1].key, option) == 0)
-			return &o[i - 1];
-	return NULL;
+	if (sec == NULL)
+		return config_opt_last(c->scan.root, c->scan.nroot, option);
+	if (sec->pos == NULL)
+		return NULL;
+	return config_opt_last(sec->pos->opts, sec->pos->nopts, option);
 }
 
-/* Where an option is written: its own line, else the section's. */
+/*
+ * Where an option is written: its own line, else the line in the module's
+ * defaults section it inherits, else the section's.
+ */
 int
 config_opt_line(const struct config *c, const struct config_section *sec,
 		const char *option, const char **file)
@@ -1409,6 +1436,10 @@ config_opt_line(const struct config *c, const struct config_section *sec,
 	const struct config_opt_pos *o = config_opt_find(c, sec, option);
 
 	*file = sec != NULL && sec->pos != NULL ? sec->pos->file : c->path;
+	if (o == NULL && sec != NULL && sec->defpos != NULL &&
+	    (o = config_opt_last(sec->defpos->opts, sec->defpos->nopts,
+				 option)) != NULL)
+		*file = sec->defpos->file;
 	if (o != NULL) {
 		if (o->file != NULL)
 			*file = o->file;
@@ -1417,13 +1448,16 @@ config_opt_line(const struct config *c, const struct config_section *sec,
 	return sec != NULL && sec->pos != NULL ? sec->pos->line : 0;
 }
 
-/* "serial 'gps'", "http" or "" (the top level), for messages. */
+/* "serial 'gps'", "serial (defaults)", "http" or "" (the top level), for
+ * messages. */
 static void
 config_section_where(const struct config_section *sec, char *buf, size_t len)
 {
 	if (sec == NULL || sec->m == NULL || sec->m->root)
 		snprintf(buf, len, "%s", "");
-	else if (sec->m->desc->section == KEEL_SECTION_TITLED)
+	else if (config_is_defaults(sec->m, sec->title))
+		snprintf(buf, len, "%s (defaults)", sec->m->name);
+	else if (config_titled(sec->m))
 		snprintf(buf, len, "%s '%s'", sec->m->name, sec->title);
 	else
 		snprintf(buf, len, "%s", sec->m->name);
@@ -1449,13 +1483,18 @@ config_error_at(const struct config *c, const struct config_section *sec,
 
 /*
  * Fill a new struct from the values of @cs (a section, or the root) for the
- * options @opts. NULL, with every error in @eb, when a value is wrong.
+ * options @opts. An option @sec does not write takes the value written in
+ * the defaults section @dsec (values in @dcs; NULL: none), else its
+ * built-in default. @dsec itself is filled with @dsec == @sec: only what it
+ * writes, nothing required. NULL, with every error in @eb, when a value is
+ * wrong.
  */
 static void *
 config_fill(struct config *c, const struct config_section *sec,
 	    const struct keel_option *opts, size_t size, cfg_t *cs,
-	    struct errbuf *eb)
+	    const struct config_section *dsec, cfg_t *dcs, struct errbuf *eb)
 {
+	int own = dsec != NULL && dsec == sec;
 	void *conf = calloc(1, size != 0 ? size : 1);
 	char err[512];
 	int i, bad = 0;
@@ -1469,11 +1508,24 @@ config_fill(struct config *c, const struct config_section *sec,
 		cfg_opt_t *co = cfg_getopt(cs, o->name);
 		unsigned int n = co != NULL ? cfg_opt_size(co) : 0, j;
 
+		if (n == 0 && !own && dcs != NULL &&
+		    config_opt_find(c, sec, o->name) == NULL &&
+		    config_opt_find(c, dsec, o->name) != NULL) {
+			/* Inherited from the defaults section (checked
+			 * there, once): a list written empty stays empty. */
+			co = cfg_getopt(dcs, o->name);
+			n = co != NULL ? cfg_opt_size(co) : 0;
+			if (n == 0)
+				continue;
+		}
 		if (n == 0) {
 			/* A list written empty (`listen = {}`) is empty, not
 			 * its default: its bounds judge it below. */
 			if (o->type == KEEL_OPT_LIST &&
 			    config_opt_find(c, sec, o->name) != NULL)
+				continue;
+			/* The defaults section holds what it writes. */
+			if (own)
 				continue;
 			if (o->def != NULL && option_parse(o, o->def, conf, err,
 							   sizeof(err)) == -1) {
@@ -1506,7 +1558,8 @@ config_fill(struct config *c, const struct config_section *sec,
 
 		if (opts[i].type == KEEL_OPT_LIST &&
 		    (opts[i].flags & KEEL_OPT_BOUNDED) &&
-		    (double)l->n < opts[i].min) {
+		    (double)l->n < opts[i].min &&
+		    (!own || config_opt_find(c, sec, opts[i].name) != NULL)) {
 			snprintf(err, sizeof(err),
 				 "%s: fewer than %.15g elements", opts[i].name,
 				 opts[i].min);
@@ -1665,10 +1718,12 @@ config_title_ok(const char *t)
 			 "0123456789-_.:@+") == n;
 }
 
-/* Add one converted section to @c. */
+/* Add one converted section to @c; @dsec, @dcs: the module's defaults
+ * section, or NULL. */
 static int
 config_add_section(struct config *c, struct keel_module *m, const char *title,
 		   cfg_t *cs, const struct config_section_pos *pos,
+		   const struct config_section *dsec, cfg_t *dcs,
 		   struct errbuf *eb)
 {
 	struct config_section *sec;
@@ -1690,13 +1745,13 @@ config_add_section(struct config *c, struct keel_module *m, const char *title,
 	sec->m = m;
 	sec->title = strdup(title);
 	sec->pos = pos;
+	sec->defpos = dcs != NULL ? dsec->pos : NULL;
 	if (sec->title == NULL) {
 		errbuf_add(eb, "%s: out of memory", c->path);
 		return -1;
 	}
 	c->nsecs++;
-	if (m->desc->section == KEEL_SECTION_TITLED &&
-	    !config_title_ok(title)) {
+	if (config_titled(m) && !config_title_ok(title)) {
 		char shown[80];
 		size_t i;
 
@@ -1714,8 +1769,56 @@ config_add_section(struct config *c, struct keel_module *m, const char *title,
 		return -1;
 	}
 	sec->conf = config_fill(c, sec, m->desc->options, m->desc->conf_size,
-				cs, eb);
+				cs, dsec, dcs, eb);
 	return sec->conf != NULL ? 0 : -1;
+}
+
+/*
+ * The defaults section of module @m (KEEL_SECTION_TITLED_DEFAULTS), at
+ * @pos: what it writes, converted once, so that a wrong value is reported
+ * once, at its line. An option each section must write for itself
+ * (required) or may not share (unique) cannot have a default. @return
+ * the section, or NULL (errors in @eb).
+ */
+static const struct config_section *
+config_add_defaults(struct config *c, struct keel_module *m, cfg_t *cs,
+		    const struct config_section_pos *pos, struct errbuf *eb)
+{
+	const struct keel_option *opts = m->desc->options;
+	struct config_section *grown, *dsec;
+	char err[300];
+	int i, bad = 0;
+
+	grown = realloc(c->defs, (c->ndefs + 1) * sizeof(*grown));
+	if (grown == NULL) {
+		errbuf_add(eb, "%s: out of memory", c->path);
+		return NULL;
+	}
+	c->defs = grown;
+	dsec = &c->defs[c->ndefs];
+	memset(dsec, 0, sizeof(*dsec));
+	dsec->m = m;
+	dsec->pos = pos;
+	if ((dsec->title = strdup("")) == NULL) {
+		errbuf_add(eb, "%s: out of memory", c->path);
+		return NULL;
+	}
+	c->ndefs++;
+	for (i = 0; opts != NULL && opts[i].name != NULL; i++) {
+		if (!(opts[i].flags & (KEEL_OPT_REQUIRED | KEEL_OPT_UNIQUE)) ||
+		    config_opt_find(c, dsec, opts[i].name) == NULL)
+			continue;
+		snprintf(err, sizeof(err), "%s cannot have a default (%s)",
+			 opts[i].name,
+			 (opts[i].flags & KEEL_OPT_REQUIRED)
+				 ? "each section must write its own"
+				 : "no two sections may share it");
+		config_error_at(c, dsec, opts[i].name, eb, err);
+		bad = 1;
+	}
+	dsec->conf = config_fill(c, dsec, opts, m->desc->conf_size, cs, dsec,
+				 cs, eb);
+	return bad || dsec->conf == NULL ? NULL : dsec;
 }
 
 /* Order section positions by title, then by place (first one first). */
@@ -1737,14 +1840,17 @@ config_convert_module(struct config *c, struct keel_module *m, cfg_t *cfg,
 {
 	unsigned int n = cfg_size(cfg, m->name), i;
 	const struct config_section_pos **pos, **byname;
-	size_t s, k = 0;
+	const struct config_section *dsec = NULL;
+	cfg_t *dcs = NULL;
+	size_t s, k = 0, first = 0;
 	int bad = 0;
 
 	/* A single section that is not written runs with its defaults. */
 	if (n == 0)
 		return m->desc->section == KEEL_SECTION_SINGLE &&
 				       config_loads(c, m->name)
-			       ? config_add_section(c, m, "", NULL, NULL, eb)
+			       ? config_add_section(c, m, "", NULL, NULL, NULL,
+						    NULL, eb)
 			       : 0;
 	/*
 	 * libconfuse gives a module's sections in the order of the files, as
@@ -1779,11 +1885,39 @@ config_convert_module(struct config *c, struct keel_module *m, cfg_t *cfg,
 		free(pos);
 		return -1;
 	}
+	/*
+	 * The defaults section first, wherever it is written: every titled
+	 * section inherits from it. When it is wrong, the titled sections
+	 * are still checked, against the built-in defaults only.
+	 */
+	for (i = 0; m->desc->section == KEEL_SECTION_TITLED_DEFAULTS && i < n;
+	     i++) {
+		if (pos[i]->title[0] != '\0')
+			continue;
+		if (dcs != NULL) {
+			errbuf_add(eb,
+				   "%s:%d: section '%s' without a title (the "
+				   "defaults) is written twice (first at "
+				   "%s:%d)",
+				   pos[i]->file, pos[i]->line, m->name,
+				   pos[first]->file, pos[first]->line);
+			bad = 1;
+			continue;
+		}
+		first = i;
+		dcs = cfg_getnsec(cfg, m->name, i);
+		dsec = config_add_defaults(c, m, dcs, pos[i], eb);
+		if (dsec == NULL)
+			bad = 1;
+	}
+	if (dsec == NULL)
+		dcs = NULL;
 	for (i = 0; i < n; i++) {
 		const char *title = pos[i]->title;
 
-		if (m->desc->section == KEEL_SECTION_TITLED &&
-		    title[0] == '\0') {
+		if (config_is_defaults(m, title))
+			continue;
+		if (config_titled(m) && title[0] == '\0') {
 			errbuf_add(eb,
 				   "%s:%d: section '%s' needs a title (%s "
 				   "TITLE { ... })",
@@ -1797,7 +1931,7 @@ config_convert_module(struct config *c, struct keel_module *m, cfg_t *cfg,
 			bad = 1;
 		} else if (config_add_section(c, m, title,
 					      cfg_getnsec(cfg, m->name, i),
-					      pos[i], eb) == -1) {
+					      pos[i], dsec, dcs, eb) == -1) {
 			bad = 1;
 		}
 	}
@@ -1822,7 +1956,9 @@ config_convert_module(struct config *c, struct keel_module *m, cfg_t *cfg,
 
 /*
  * -T: the effective configuration, as a file that parses to the same
- * values: includes expanded, defaults filled in, one option a line.
+ * values: includes expanded, defaults filled in, one option a line. A
+ * defaults section (`serial { }`) is printed with what it writes, before
+ * the titled sections, which show every value they run with.
  */
 void
 config_print(const struct config *c, FILE *fp)
@@ -1839,11 +1975,22 @@ config_print(const struct config *c, FILE *fp)
 			for (i = 0; m->desc->options[i].name != NULL; i++)
 				option_print(fp, &m->desc->options[i],
 					     c->root_conf, 0);
+	for (s = 0; s < c->ndefs; s++) {
+		const struct config_section *dsec = &c->defs[s];
+		const struct keel_option *opts = dsec->m->desc->options;
+
+		fprintf(fp, "\n%s { # defaults of every titled %s section\n",
+			dsec->m->name, dsec->m->name);
+		for (i = 0; opts != NULL && opts[i].name != NULL; i++)
+			if (config_opt_find(c, dsec, opts[i].name) != NULL)
+				option_print(fp, &opts[i], dsec->conf, 2);
+		fputs("}\n", fp);
+	}
 	for (s = 0; s < c->nsecs; s++) {
 		const struct config_section *sec = &c->secs[s];
 
 		fprintf(fp, "\n%s ", sec->m->name);
-		if (sec->m->desc->section == KEEL_SECTION_TITLED) {
+		if (config_titled(sec->m)) {
 			option_print_string(fp, sec->title);
 			fputc(' ', fp);
 		}
@@ -1870,6 +2017,11 @@ config_free(struct config *c)
 		free(c->secs[i].title);
 	}
 	free(c->secs);
+	for (i = 0; i < c->ndefs; i++) {
+		option_conf_free(c->defs[i].m->desc->options, c->defs[i].conf);
+		free(c->defs[i].title);
+	}
+	free(c->defs);
 	config_core_free(&c->core);
 	option_conf_free(c->root_opts, c->root_conf);
 	config_scan_free(&c->scan);
@@ -1886,7 +2038,8 @@ config_convert(struct keel *k, struct config *c, cfg_t *cfg, struct errbuf *eb)
 	int bad = 0;
 
 	c->modules = k->modules;
-	core = config_fill(c, NULL, core_options, sizeof(c->core), cfg, eb);
+	core = config_fill(c, NULL, core_options, sizeof(c->core), cfg, NULL,
+			   NULL, eb);
 	if (core == NULL)
 		return -1;
 	memcpy(&c->core, core, sizeof(c->core));
@@ -1913,7 +2066,8 @@ config_convert(struct keel *k, struct config *c, cfg_t *cfg, struct errbuf *eb)
 		if (m->root) {
 			c->root_opts = m->desc->options;
 			c->root_conf = config_fill(c, NULL, m->desc->options,
-						   m->desc->conf_size, cfg, eb);
+						   m->desc->conf_size, cfg,
+						   NULL, NULL, eb);
 			if (c->root_conf == NULL)
 				bad = 1;
 			continue;

@@ -117,6 +117,9 @@ struct config_section {
 	struct keel_module *m;
 	char *title;
 	const struct config_section_pos *pos; /* NULL: not written */
+	/* The module's defaults section (KEEL_SECTION_TITLED_DEFAULTS), for
+	 * the line of an inherited option; NULL: none. */
+	const struct config_section_pos *defpos;
 	void *conf; /* the module's filled struct; taken by an instance */
 };
 
@@ -128,6 +131,10 @@ struct config {
 	const struct keel_option *root_opts;
 	struct config_section *secs;
 	size_t nsecs, capsecs;
+	/* Defaults sections (`name { }` of a KEEL_SECTION_TITLED_DEFAULTS
+	 * module): no instances; conf holds only the options written. */
+	struct config_section *defs;
+	size_t ndefs;
 	struct keel_module *modules; /* the registry it was converted for */
 	struct config_scan scan;     /* where everything is written */
 	int empty; /* the main file holds only blanks and comments */

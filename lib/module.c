@@ -106,7 +106,8 @@ module_check_desc(const struct keel_app *app, const struct keel_module_desc *d,
 	}
 	if (!root && d->section != KEEL_SECTION_NONE &&
 	    d->section != KEEL_SECTION_SINGLE &&
-	    d->section != KEEL_SECTION_TITLED) {
+	    d->section != KEEL_SECTION_TITLED &&
+	    d->section != KEEL_SECTION_TITLED_DEFAULTS) {
 		snprintf(why, whylen, "unknown section kind %d",
 			 (int)d->section);
 		return -1;

@@ -58,6 +58,14 @@ enum keel_section_kind {
 	KEEL_SECTION_NONE = 0,   /* the module has no section */
 	KEEL_SECTION_SINGLE = 1, /* `name { ... }`, at most once */
 	KEEL_SECTION_TITLED = 2, /* `name TITLE { ... }`, repeatable */
+	/* As KEEL_SECTION_TITLED, plus at most one untitled `name { ... }`
+	 * holding defaults for every titled section: an option a titled
+	 * section does not write takes the value written there before its
+	 * built-in default. Options with KEEL_OPT_REQUIRED or KEEL_OPT_UNIQUE
+	 * are refused there. The untitled section is no instance. Added in
+	 * ABI 2 without a change of the descriptor: a framework that
+	 * predates it refuses the module ("unknown section kind 3"). */
+	KEEL_SECTION_TITLED_DEFAULTS = 3,
 };
 
 /* Framework events, as bits of keel_module_desc.events. */

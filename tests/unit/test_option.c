@@ -797,6 +797,36 @@ static const struct keel_module_desc mod1 = MOD("mod1", KEEL_SECTION_TITLED);
 static const struct keel_module_desc mod2 = MOD("mod2", KEEL_SECTION_TITLED);
 static const struct keel_module_desc mod3 = MOD("mod3", KEEL_SECTION_SINGLE);
 
+/* mod4 takes a defaults section (`mod4 { }`); its options add a list. */
+static const struct keel_option dmod_opts[] = {
+	KEEL_OPTION_RANGE("speed", KEEL_OPT_INT, struct conf, speed, "5", 1, 9,
+			  0),
+	KEEL_OPTION_ENUM("parity", struct conf, parity, "none", parity_words,
+			 0),
+	KEEL_OPTION("listen", KEEL_OPT_HOSTPORT, struct conf, listen, NULL,
+		    KEEL_OPT_UNIQUE),
+	KEEL_OPTION("name", KEEL_OPT_STRING, struct conf, name, NULL,
+		    KEEL_OPT_REQUIRED),
+	{ .name = "tags",
+	  .type = KEEL_OPT_LIST,
+	  .flags = KEEL_OPT_BOUNDED | KEEL_OPT_NONEMPTY,
+	  .offset = offsetof(struct conf, tags),
+	  .size = KEEL_MEMBER_SIZE(struct conf, tags),
+	  .min = 0,
+	  .max = 2 },
+	KEEL_OPTION("free-text", KEEL_OPT_STRING, struct conf, free_text, NULL,
+		    0),
+	KEEL_OPTIONS_END,
+};
+
+static const struct keel_module_desc mod4 = {
+	KEEL_MODULE_HEAD,        .name = "mod4",
+	.version = "1",          .section = KEEL_SECTION_TITLED_DEFAULTS,
+	.options = dmod_opts,    .conf_size = sizeof(struct conf),
+	.prepare = stub_prepare, .commit = stub_commit,
+	.abort = stub_abort,     .remove = stub_remove,
+};
+
 static const struct keel_app app = {
 	KEEL_APP_HEAD,
 	.name = "optiontest",
@@ -829,6 +859,9 @@ setup(void **state)
 		0);
 	assert_int_equal(
 		module_register(&f->k, &mod3, NULL, NULL, 0, why, sizeof(why)),
+		0);
+	assert_int_equal(
+		module_register(&f->k, &mod4, NULL, NULL, 0, why, sizeof(why)),
 		0);
 	*state = f;
 	return 0;
@@ -1088,6 +1121,213 @@ test_file_good(void **state)
 	config_free(c);
 }
 
+/* Load @text, which must pass. */
+static struct config *
+expect_load(struct fixture *f, const char *text)
+{
+	struct errbuf eb = { 0 };
+	struct config *c;
+
+	unit_write_str(f->main, text);
+	c = config_load(&f->k, f->main, &eb);
+	if (c == NULL)
+		fail_msg("rejected: %s\n--- input ---\n%s", eb.text, text);
+	errbuf_clear(&eb);
+	return c;
+}
+
+/* The section of @c titled @title. */
+static const struct conf *
+sec_conf(const struct config *c, const char *title)
+{
+	size_t i;
+
+	for (i = 0; i < c->nsecs; i++)
+		if (strcmp(c->secs[i].title, title) == 0)
+			return c->secs[i].conf;
+	fail_msg("no section '%s'", title);
+	return NULL;
+}
+
+/*
+ * A defaults section: written in a titled section > written in the
+ * defaults > built in; a list written empty stays empty; the same wherever
+ * the defaults section is written. It is no section of its own.
+ */
+static void
+test_file_defaults_precedence(void **state)
+{
+	struct fixture *f = *state;
+	static const char *const texts[] = {
+		"load = { mod4 }\n"
+		"mod4 {\n"                    /* 2 */
+		"  speed = 7\n"               /* 3 */
+		"  tags = { \"x\", \"y\" }\n" /* 4 */
+		"}\n"
+		"mod4 a { name = a }\n"
+		"mod4 b { name = b  speed = 2  tags = {} }\n"
+		"mod4 c { name = c  tags = { z } }\n",
+		/* The defaults after the titled sections. */
+		"load = { mod4 }\n"
+		"mod4 a { name = a }\n"
+		"mod4 b { name = b  speed = 2  tags = {} }\n"
+		"mod4 c { name = c  tags = { z } }\n"
+		"mod4 {\n"                    /* 5 */
+		"  speed = 7\n"               /* 6 */
+		"  tags = { \"x\", \"y\" }\n" /* 7 */
+		"}\n",
+	};
+	size_t t;
+
+	for (t = 0; t < 2; t++) {
+		struct config *c = expect_load(f, texts[t]);
+		const struct conf *a, *b, *cc;
+		const char *file;
+
+		assert_int_equal(c->nsecs, 3);
+		assert_int_equal(c->ndefs, 1);
+		a = sec_conf(c, "a");
+		b = sec_conf(c, "b");
+		cc = sec_conf(c, "c");
+		assert_int_equal(a->speed, 7); /* inherited */
+		assert_int_equal(b->speed, 2); /* its own */
+		assert_int_equal(cc->speed, 7);
+		assert_int_equal(a->parity, 0); /* built in */
+		assert_int_equal(a->tags.n, 2);
+		assert_string_equal(a->tags.v[1], "y");
+		assert_int_equal(b->tags.n, 0); /* written empty */
+		assert_int_equal(cc->tags.n, 1);
+		assert_string_equal(cc->tags.v[0], "z");
+		/* An inherited option is found at its line in the defaults. */
+		assert_int_equal(
+			config_opt_line(c, &c->secs[0], "speed", &file),
+			t == 0 ? 3 : 6);
+		assert_string_equal(file, f->main);
+		assert_int_equal(
+			config_opt_line(c, &c->secs[0], "parity", &file),
+			t == 0 ? 6 : 2);
+		config_free(c);
+	}
+	/* An empty list in the defaults is inherited as empty. */
+	{
+		struct config *c = expect_load(f, "load = { mod4 }\n"
+						  "mod4 { tags = {} }\n"
+						  "mod4 a { name = a }\n");
+
+		assert_int_equal(sec_conf(c, "a")->tags.n, 0);
+		config_free(c);
+	}
+	/* Only a defaults section: no section at all. */
+	{
+		struct config *c = expect_load(f, "load = { mod4 }\n"
+						  "mod4 { speed = 3 }\n");
+
+		assert_int_equal(c->nsecs, 0);
+		assert_int_equal(c->ndefs, 1);
+		config_free(c);
+	}
+}
+
+/*
+ * What the defaults section may not hold, each at its FILE:LINE: a
+ * required or unique option, a second defaults section; a wrong value is
+ * reported once, not once per section that inherits it.
+ */
+static void
+test_file_defaults_errors(void **state)
+{
+	struct fixture *f = *state;
+
+	expect_errors(f,
+		      "load = { mod4 }\n"
+		      "mod4 a { name = a }\n"
+		      "mod4 {\n"
+		      "  name = x\n"                  /* 4 */
+		      "  listen = \"127.0.0.1:80\"\n" /* 5; in table order */
+		      "}\n"
+		      "mod4 b { name = b }\n",
+		      "%s:5: mod4 (defaults): listen cannot have a default (no "
+		      "two sections may share it)\n"
+		      "%s:4: mod4 (defaults): name cannot have a default "
+		      "(each section must write its own)\n");
+	expect_errors(f,
+		      "load = { mod4 }\n"
+		      "mod4 { speed = 3 }\n"
+		      "mod4 a { name = a }\n"
+		      "mod4 { parity = odd }\n", /* 4 */
+		      "%s:4: section 'mod4' without a title (the defaults) is "
+		      "written twice (first at %s:2)\n");
+	/* One error for a bad default inherited by two sections. */
+	expect_errors(f,
+		      "load = { mod4 }\n"
+		      "mod4 a { name = a }\n"
+		      "mod4 {\n"
+		      "  speed = 10\n" /* 4 */
+		      "  tags = { a, b, c }\n"
+		      "}\n"
+		      "mod4 b { name = b }\n",
+		      "%s:4: mod4 (defaults): speed 10 is out of range (1 to "
+		      "9)\n"
+		      "%s:5: mod4 (defaults): tags: more than 2 elements\n");
+	/* The titled sections' own errors are still all reported. */
+	expect_errors(f,
+		      "load = { mod4 }\n"
+		      "mod4 { name = x }\n"
+		      "mod4 a { speed = 3 }\n",
+		      "%s:2: mod4 (defaults): name cannot have a default "
+		      "(each section must write its own)\n"
+		      "%s:3: mod4 'a': name is required\n");
+	/* A module without the opt-in still wants a title. */
+	expect_errors(f,
+		      "load = { mod1 }\n"
+		      "mod1 { speed = 3 }\n"
+		      "mod1 a { name = a }\n",
+		      "%s:2: section 'mod1' needs a title (mod1 TITLE { ... "
+		      "})\n");
+}
+
+/* -T output of a file with a defaults section loads back to itself. */
+static void
+test_file_defaults_print(void **state)
+{
+	struct fixture *f = *state;
+	char *out1 = NULL, *out2 = NULL;
+	size_t n1 = 0, n2 = 0;
+	struct config *c;
+	FILE *fp;
+
+	c = expect_load(
+		f, "load = { mod4 }\n"
+		   "mod4 a { name = a  tags = {} }\n"
+		   "mod4 { speed = 7\n tags = { x }\n free-text = \"t\" }\n"
+		   "mod4 b { name = b  speed = 2 }\n");
+	fp = open_memstream(&out1, &n1);
+	assert_non_null(fp);
+	config_print(c, fp);
+	fclose(fp);
+	config_free(c);
+	/* The defaults hold what they write; the sections every value. */
+	if (strstr(out1, "\nmod4 { # defaults of every titled mod4 section\n"
+			 "  speed = 7\n"
+			 "  tags = { \"x\" }\n"
+			 "  free-text = \"t\"\n"
+			 "}\n") == NULL ||
+	    strstr(out1, "  tags = {}\n") == NULL)
+		fail_msg("printed:\n%s", out1);
+	c = expect_load(f, out1);
+	assert_int_equal(sec_conf(c, "a")->speed, 7);
+	assert_int_equal(sec_conf(c, "a")->tags.n, 0);
+	assert_int_equal(sec_conf(c, "b")->tags.n, 1);
+	fp = open_memstream(&out2, &n2);
+	assert_non_null(fp);
+	config_print(c, fp);
+	fclose(fp);
+	config_free(c);
+	assert_string_equal(out1, out2);
+	free(out1);
+	free(out2);
+}
+
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(test_parse_good),
 	cmocka_unit_test(test_parse_replace_and_append),
@@ -1105,6 +1345,12 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test_setup_teardown(test_file_good, setup, teardown),
 	cmocka_unit_test(test_parse_hostport_without_port),
 	cmocka_unit_test_setup_teardown(test_file_titles, setup, teardown),
+	cmocka_unit_test_setup_teardown(test_file_defaults_precedence, setup,
+					teardown),
+	cmocka_unit_test_setup_teardown(test_file_defaults_errors, setup,
+					teardown),
+	cmocka_unit_test_setup_teardown(test_file_defaults_print, setup,
+					teardown),
 };
 
 /* Known bugs in lib/ (see tests/unit/CMakeLists.txt). */

@@ -118,7 +118,7 @@ fake_remove(struct keel_instance *in, unsigned int flags)
 
 static const struct keel_module_desc fake = {
 	KEEL_MODULE_HEAD,        .name = "fake",
-	.version = "1",          .section = KEEL_SECTION_TITLED,
+	.version = "1",          .section = KEEL_SECTION_TITLED_DEFAULTS,
 	.options = fake_opts,    .conf_size = sizeof(struct fake_conf),
 	.prepare = fake_prepare, .commit = fake_commit,
 	.abort = fake_abort,     .remove = fake_remove,
@@ -308,6 +308,72 @@ test_inplace(void **state)
 		((const struct fake_conf *)keel_instance_conf(a))->rate, 5);
 	assert_int_equal(keel_instance_change(a), 0);
 	assert_int_equal(objects, 2);
+}
+
+/*
+ * A defaults section (`fake { }`) is no instance. A changed default is an
+ * in-place change of that option in every section that inherits it, and
+ * only there; a section that writes its own value is not called.
+ */
+static void
+test_defaults_inherited(void **state)
+{
+	struct fixture *f = *state;
+	struct keel_instance *a, *b, *c;
+
+	expect_ok(f,
+		  "load = { fake }\n"
+		  "fake a { device = \"/dev/a\" }\n"
+		  "fake b { device = \"/dev/b\"  rate = 7 }\n"
+		  "fake { rate = 3 }\n"
+		  "fake c { device = \"/dev/c\" }\n",
+		  0,
+		  "P(a,new,rate,device)P(b,new,rate,device)"
+		  "P(c,new,rate,device)C(a)C(b)C(c)");
+	assert_string_equal(titles(f), "a,b,c");
+	a = instance(f, "a");
+	b = instance(f, "b");
+	c = instance(f, "c");
+	assert_int_equal(
+		((const struct fake_conf *)keel_instance_conf(a))->rate, 3);
+	assert_int_equal(
+		((const struct fake_conf *)keel_instance_conf(b))->rate, 7);
+	assert_int_equal(
+		((const struct fake_conf *)keel_instance_conf(c))->rate, 3);
+	/* The default changes: a and c change in place, b is not called. */
+	expect_ok(f,
+		  "load = { fake }\n"
+		  "fake { rate = 4 }\n"
+		  "fake a { device = \"/dev/a\" }\n"
+		  "fake b { device = \"/dev/b\"  rate = 7 }\n"
+		  "fake c { device = \"/dev/c\" }\n",
+		  0,
+		  "P(a,inplace,rate,running)P(c,inplace,rate,running)C(a)C(c)");
+	assert_ptr_equal(instance(f, "a"), a);
+	assert_ptr_equal(instance(f, "b"), b);
+	assert_ptr_equal(instance(f, "c"), c);
+	assert_int_equal(
+		((const struct fake_conf *)keel_instance_conf(a))->rate, 4);
+	assert_int_equal(
+		((const struct fake_conf *)keel_instance_conf(b))->rate, 7);
+	/* The same value written in c instead of inherited: unchanged. */
+	expect_ok(f,
+		  "load = { fake }\n"
+		  "fake { rate = 4 }\n"
+		  "fake a { device = \"/dev/a\" }\n"
+		  "fake b { device = \"/dev/b\"  rate = 7 }\n"
+		  "fake c { device = \"/dev/c\"  rate = 4 }\n",
+		  0, "");
+	/* The defaults section gone: a and c fall back to the built-in 1. */
+	expect_ok(f,
+		  "load = { fake }\n"
+		  "fake a { device = \"/dev/a\" }\n"
+		  "fake b { device = \"/dev/b\"  rate = 7 }\n"
+		  "fake c { device = \"/dev/c\"  rate = 4 }\n",
+		  0, "P(a,inplace,rate,running)C(a)");
+	assert_int_equal(
+		((const struct fake_conf *)keel_instance_conf(a))->rate, 1);
+	assert_int_equal(objects, 3);
 }
 
 /*
@@ -561,6 +627,7 @@ test_conf_d(void **state)
 static const struct CMUnitTest tests[] = {
 	FT(test_check_only),
 	FT(test_new_and_unchanged),
+	FT(test_defaults_inherited),
 	FT(test_inplace),
 	FT(test_recreate),
 	FT(test_remove_and_rename),
