@@ -2401,7 +2401,7 @@ KEEL_MODULE_DESCRIPTOR = {
 	KEEL_MODULE_HEAD, /* abi and size */
 	.name = "serial",
 	.version = "2.0.0",
-	.section = KEEL_SECTION_TITLED,
+	.section = KEEL_SECTION_TITLED_DEFAULTS,
 	.options = serial_options,
 	.conf_size = sizeof(struct port_conf),
 	.label = "port",
