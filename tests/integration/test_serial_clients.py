@@ -12,7 +12,8 @@ import time
 import unittest
 
 from keeltest import Keeld, main, wait_for
-from serialtest import Pty, connect, free_port, in_thread, port_status, serial_section, wait_open
+from serialtest import (Pty, connect, free_port, in_thread, port_status, serial_section, statuses,
+                        wait_open)
 
 
 def read_device(fd, n, timeout=3.0):
@@ -401,6 +402,63 @@ class Allow(ClientsBase):
         os.write(self.pty.master, b"still\n")
         self.assertEqual(c.recv(100), b"still\n")
 
+
+
+class AllowDefault(ClientsBase):
+    """allow written once, in the serial section without a title: every
+    port that does not write its own inherits it, and a SIGHUP that changes
+    it changes it for those ports only."""
+    assert_refused = Allow.assert_refused
+
+    def test_a_default_for_all_ports_and_a_sighup_changing_it(self):
+        link_b = os.path.join(self.k.dir, "ttyTEST1")
+        pty_b = Pty(link_b)
+        self.addCleanup(pty_b.close)
+        port_b = free_port()
+        body = (serial_section("a", self.link, self.port, self.k.dir)
+                + 'serial {\n  allow = { "10.0.0.0/8" }\n  max-clients = 2\n}\n'
+                + serial_section("b", link_b, port_b, self.k.dir, '  allow = { "127.0.0.1" }\n'))
+        self.k.write(body)
+        self.k.start()
+        wait_open(self.k, "a")
+        wait_open(self.k, "b")
+        # The defaults section is no port.
+        self.assertEqual(sorted(statuses(self.k)), ["a", "b"])
+        # a inherits allow: 127.0.0.1 is closed at once and counted.
+        self.assert_refused(connect(self.port))
+        st = port_status(self.k, "a")
+        self.assertEqual((st["denied_total"], st["accepted_total"], st["clients"]), (1, 0, 0))
+        self.k.wait_log(r"serial: a: refusing 127\.0\.0\.1: not in allow")
+        # b writes its own allow: 127.0.0.1 is in.
+        cb = connect(port_b)
+        self.addCleanup(cb.close)
+        wait_for(lambda: port_status(self.k, "b")["clients"] == 1, 5, 0.02, what="b's client")
+        # SIGHUP with another default: a lets 127.0.0.1 in, without
+        # reopening its device; b and its client are untouched.
+        self.k.write(body.replace('"10.0.0.0/8"', '"127.0.0.0/8"'))
+        self.k.kill(signal.SIGHUP)
+        wait_for(lambda: self.k.generation() == 2, 10, 0.05, what="generation 2")
+        c = self.client()
+        self.wait_clients(1)
+        c.sendall(b"in\n")
+        self.assertEqual(read_device(self.pty.master, 3), b"in\n")
+        os.write(self.pty.master, b"out\n")
+        self.assertEqual(c.recv(100), b"out\n")
+        st = port_status(self.k, "a")
+        self.assertEqual((st["denied_total"], st["opens_total"]), (1, 1))
+        cb.sendall(b"b\n")
+        self.assertEqual(read_device(pty_b.master, 2), b"b\n")
+        st = port_status(self.k, "b")
+        self.assertEqual((st["clients"], st["denied_total"], st["opens_total"]), (1, 0, 1))
+        # max-clients = 2 is inherited too: a third client of a is refused.
+        c2 = self.client()
+        self.wait_clients(2)
+        c3 = connect(self.port)
+        self.addCleanup(c3.close)
+        data, _ = recv_until_closed(c3, 3)
+        self.assertEqual(data, b"")
+        self.assertEqual(port_status(self.k, "a")["clients"], 2)
+        c2.close()
 
 if __name__ == "__main__":
     main()
