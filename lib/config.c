@@ -817,6 +817,52 @@ config_inc_add(int fd, char *name)
 	return inc;
 }
 
+/* Reverse the section positions [@a, @b) of @sc. */
+static void
+scan_reverse(struct config_scan *sc, size_t a, size_t b)
+{
+	struct config_section_pos t;
+
+	for (; a + 1 < b; a++, b--) {
+		t = sc->secs[a];
+		sc->secs[a] = sc->secs[b - 1];
+		sc->secs[b - 1] = t;
+	}
+}
+
+/*
+ * The sections of an included file were scanned into [@from, nsecs), after
+ * every section of the files scanned before; libconfuse reads them where
+ * the include() is, after the @at sections it has read so far. Move them
+ * there, so that the Nth section of a module in the scan is the Nth one
+ * libconfuse gives (its title and its positions). Without this, a section
+ * of an included file took the title of a section written after the
+ * include() in the including file, and that one its title.
+ */
+static void
+scan_place(struct config_scan *sc, size_t from, size_t at)
+{
+	if (at >= from || from >= sc->nsecs)
+		return;
+	scan_reverse(sc, at, from);
+	scan_reverse(sc, from, sc->nsecs);
+	scan_reverse(sc, at, sc->nsecs);
+}
+
+/* How many sections of modules libconfuse has read so far into @cfg. */
+static size_t
+config_sections_read(cfg_t *cfg)
+{
+	struct keel_module *m;
+	size_t n = 0;
+
+	for (m = config_ctx.k != NULL ? config_ctx.k->modules : NULL; m != NULL;
+	     m = m->next)
+		if (!m->root && m->desc->section != KEEL_SECTION_NONE)
+			n += cfg_size(cfg, m->name);
+	return n;
+}
+
 /*
  * Include the file @path (taken), written @shown in the configuration:
  * checked and cleaned by the pre-scan like the main file, handed to
@@ -830,6 +876,7 @@ config_include_file(cfg_t *cfg, cfg_opt_t *opt, const char *shown, char *path)
 	size_t len = 0;
 	struct errbuf local = { 0 };
 	struct config_inc *inc;
+	size_t before = config_ctx.scan->nsecs;
 	int fd = -1, rc;
 
 	if (config_ctx.nfiles == CONFIG_MAX_INCLUDES) {
@@ -846,6 +893,7 @@ config_include_file(cfg_t *cfg, cfg_opt_t *opt, const char *shown, char *path)
 	config_ctx.scan->clean = NULL;
 	if (rc == -1)
 		goto fail;
+	scan_place(config_ctx.scan, before, config_sections_read(cfg));
 	if (config_memfd(text, len, &fd, &name) == -1) {
 		cfg_error(cfg, "include(\"%s\"): %s", shown, strerror(errno));
 		goto fail;

@@ -1328,6 +1328,55 @@ test_file_defaults_print(void **state)
 	free(out2);
 }
 
+/*
+ * A section in an included file keeps its own title and values when
+ * sections of the same module follow the include() in the including file
+ * (they used to swap titles), and a defaults section may come from an
+ * include (conf.d).
+ */
+static void
+test_file_sections_in_includes(void **state)
+{
+	struct fixture *f = *state;
+	char *inc = unit_path(f->dir, "inc.conf"),
+	     *inner = unit_path(f->dir, "inner.conf");
+	struct config *c;
+	char want[1024];
+
+	unit_write_str(inc, "mod1 a { name = a  speed = 3 }\n"
+			    "include(\"inner.conf\")\n"
+			    "mod1 c { name = c  speed = 4 }\n"
+			    "mod4 { speed = 8 }\n");
+	unit_write_str(inner, "mod1 i { name = i  speed = 6 }\n");
+	c = expect_load(f, "load = { mod1, mod4 }\n"
+			   "mod1 z { name = z  speed = 1 }\n"
+			   "include(\"inc.conf\")\n"
+			   "mod1 b { name = b  speed = 2 }\n"
+			   "mod4 x { name = x }\n");
+	assert_int_equal(c->nsecs, 6);
+	assert_int_equal(sec_conf(c, "z")->speed, 1);
+	assert_int_equal(sec_conf(c, "a")->speed, 3);
+	assert_int_equal(sec_conf(c, "i")->speed, 6);
+	assert_int_equal(sec_conf(c, "c")->speed, 4);
+	assert_int_equal(sec_conf(c, "b")->speed, 2);
+	assert_string_equal(sec_conf(c, "b")->name, "b");
+	assert_int_equal(sec_conf(c, "x")->speed, 8);
+	config_free(c);
+	/* A wrong value in an included section names its own title. */
+	unit_write_str(inner, "mod1 i { name = i  speed = 60 }\n");
+	snprintf(want, sizeof(want),
+		 "%s:1: mod1 'i': speed 60 is out of range (1 to 9)\n"
+		 "%%s:3: mod1 'b': speed 20 is out of range (1 to 9)\n",
+		 inner);
+	expect_errors(f,
+		      "load = { mod1, mod4 }\n"
+		      "include(\"inc.conf\")\n"
+		      "mod1 b { name = b  speed = 20 }\n",
+		      want);
+	free(inc);
+	free(inner);
+}
+
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(test_parse_good),
 	cmocka_unit_test(test_parse_replace_and_append),
@@ -1350,6 +1399,8 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test_setup_teardown(test_file_defaults_errors, setup,
 					teardown),
 	cmocka_unit_test_setup_teardown(test_file_defaults_print, setup,
+					teardown),
+	cmocka_unit_test_setup_teardown(test_file_sections_in_includes, setup,
 					teardown),
 };
 
