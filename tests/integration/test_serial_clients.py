@@ -96,6 +96,13 @@ class ClientsBase(unittest.TestCase):
         self.addCleanup(c.close)
         return c
 
+    def assert_bridged(self, c):
+        """Bytes pass both ways between client c and port a's device."""
+        c.sendall(b"in\n")
+        self.assertEqual(read_device(self.pty.master, 3), b"in\n")
+        os.write(self.pty.master, b"out\n")
+        self.assertEqual(c.recv(100), b"out\n")
+
     def wait_clients(self, n):
         return wait_for(lambda: port_status(self.k, "a")["clients"] == n, 5, 0.02,
                         what="%d clients" % n)
@@ -311,10 +318,7 @@ class Allow(ClientsBase):
         self.start(extra='  allow = { "10.0.0.0/8", "127.0.0.0/8" }\n')
         c = self.client()
         self.wait_clients(1)
-        c.sendall(b"in\n")
-        self.assertEqual(read_device(self.pty.master, 3), b"in\n")
-        os.write(self.pty.master, b"out\n")
-        self.assertEqual(c.recv(100), b"out\n")
+        self.assert_bridged(c)
         self.assertEqual(port_status(self.k, "a")["denied_total"], 0)
 
     def test_a_peer_outside_is_closed_at_accept_counted_and_logged_rate_limited(self):
@@ -440,10 +444,7 @@ class AllowDefault(ClientsBase):
         wait_for(lambda: self.k.generation() == 2, 10, 0.05, what="generation 2")
         c = self.client()
         self.wait_clients(1)
-        c.sendall(b"in\n")
-        self.assertEqual(read_device(self.pty.master, 3), b"in\n")
-        os.write(self.pty.master, b"out\n")
-        self.assertEqual(c.recv(100), b"out\n")
+        self.assert_bridged(c)
         st = port_status(self.k, "a")
         self.assertEqual((st["denied_total"], st["opens_total"]), (1, 1))
         cb.sendall(b"b\n")

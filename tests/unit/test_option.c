@@ -57,6 +57,16 @@ enum {
 	O_PLAIN,
 };
 
+/* A list of at most two non-empty strings. */
+#define TAGS_OPTION                                                    \
+	{                                                              \
+		.name = "tags", .type = KEEL_OPT_LIST,                 \
+		.flags = KEEL_OPT_BOUNDED | KEEL_OPT_NONEMPTY,         \
+		.offset = offsetof(struct conf, tags),                 \
+		.size = KEEL_MEMBER_SIZE(struct conf, tags), .min = 0, \
+		.max = 2                                               \
+	}
+
 static const struct keel_option opts[] = {
 	KEEL_OPTION_RANGE("speed", KEEL_OPT_INT, struct conf, speed, "5", 1, 9,
 			  KEEL_OPT_RECREATE),
@@ -72,13 +82,7 @@ static const struct keel_option opts[] = {
 	KEEL_OPTION_ENUM("parity", struct conf, parity, "none", parity_words,
 			 0),
 	KEEL_OPTION("listen", KEEL_OPT_HOSTPORT, struct conf, listen, NULL, 0),
-	{ .name = "tags",
-	  .type = KEEL_OPT_LIST,
-	  .flags = KEEL_OPT_BOUNDED | KEEL_OPT_NONEMPTY,
-	  .offset = offsetof(struct conf, tags),
-	  .size = KEEL_MEMBER_SIZE(struct conf, tags),
-	  .min = 0,
-	  .max = 2 },
+	TAGS_OPTION,
 	KEEL_OPTION("free-text", KEEL_OPT_STRING, struct conf, free_text, NULL,
 		    0),
 	KEEL_OPTION("plain", KEEL_OPT_INT, struct conf, plain, NULL, 0),
@@ -781,6 +785,9 @@ static const struct keel_option mod_opts[] = {
 		    KEEL_OPT_REQUIRED),
 	KEEL_OPTION_RANGE("timeout", KEEL_OPT_SECONDS, struct conf, timeout,
 			  "2s", 0.001, 60, 0),
+	TAGS_OPTION,
+	KEEL_OPTION("free-text", KEEL_OPT_STRING, struct conf, free_text, NULL,
+		    0),
 	KEEL_OPTIONS_END,
 };
 
@@ -797,35 +804,9 @@ static const struct keel_module_desc mod1 = MOD("mod1", KEEL_SECTION_TITLED);
 static const struct keel_module_desc mod2 = MOD("mod2", KEEL_SECTION_TITLED);
 static const struct keel_module_desc mod3 = MOD("mod3", KEEL_SECTION_SINGLE);
 
-/* mod4 takes a defaults section (`mod4 { }`); its options add a list. */
-static const struct keel_option dmod_opts[] = {
-	KEEL_OPTION_RANGE("speed", KEEL_OPT_INT, struct conf, speed, "5", 1, 9,
-			  0),
-	KEEL_OPTION_ENUM("parity", struct conf, parity, "none", parity_words,
-			 0),
-	KEEL_OPTION("listen", KEEL_OPT_HOSTPORT, struct conf, listen, NULL,
-		    KEEL_OPT_UNIQUE),
-	KEEL_OPTION("name", KEEL_OPT_STRING, struct conf, name, NULL,
-		    KEEL_OPT_REQUIRED),
-	{ .name = "tags",
-	  .type = KEEL_OPT_LIST,
-	  .flags = KEEL_OPT_BOUNDED | KEEL_OPT_NONEMPTY,
-	  .offset = offsetof(struct conf, tags),
-	  .size = KEEL_MEMBER_SIZE(struct conf, tags),
-	  .min = 0,
-	  .max = 2 },
-	KEEL_OPTION("free-text", KEEL_OPT_STRING, struct conf, free_text, NULL,
-		    0),
-	KEEL_OPTIONS_END,
-};
-
-static const struct keel_module_desc mod4 = {
-	KEEL_MODULE_HEAD,        .name = "mod4",
-	.version = "1",          .section = KEEL_SECTION_TITLED_DEFAULTS,
-	.options = dmod_opts,    .conf_size = sizeof(struct conf),
-	.prepare = stub_prepare, .commit = stub_commit,
-	.abort = stub_abort,     .remove = stub_remove,
-};
+/* mod4 also takes a defaults section (`mod4 { }`). */
+static const struct keel_module_desc mod4 =
+	MOD("mod4", KEEL_SECTION_TITLED_DEFAULTS);
 
 static const struct keel_app app = {
 	KEEL_APP_HEAD,

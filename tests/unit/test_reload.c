@@ -310,6 +310,19 @@ test_inplace(void **state)
 	assert_int_equal(objects, 2);
 }
 
+/* Three sections; b writes its own rate; @d: a defaults section or "". */
+#define CONF_DEFAULTS(d, c_rate)                                 \
+	"load = { fake }\n" d "fake a { device = \"/dev/a\" }\n" \
+	"fake b { device = \"/dev/b\"  rate = 7 }\n"             \
+	"fake c { device = \"/dev/c\"" c_rate " }\n"
+
+/* The running rate of instance @in. */
+static long
+rate_of(const struct keel_instance *in)
+{
+	return ((const struct fake_conf *)keel_instance_conf(in))->rate;
+}
+
 /*
  * A defaults section (`fake { }`) is no instance. A changed default is an
  * in-place change of that option in every section that inherits it, and
@@ -321,58 +334,30 @@ test_defaults_inherited(void **state)
 	struct fixture *f = *state;
 	struct keel_instance *a, *b, *c;
 
-	expect_ok(f,
-		  "load = { fake }\n"
-		  "fake a { device = \"/dev/a\" }\n"
-		  "fake b { device = \"/dev/b\"  rate = 7 }\n"
-		  "fake { rate = 3 }\n"
-		  "fake c { device = \"/dev/c\" }\n",
-		  0,
+	expect_ok(f, CONF_DEFAULTS("fake { rate = 3 }\n", ""), 0,
 		  "P(a,new,rate,device)P(b,new,rate,device)"
 		  "P(c,new,rate,device)C(a)C(b)C(c)");
 	assert_string_equal(titles(f), "a,b,c");
 	a = instance(f, "a");
 	b = instance(f, "b");
 	c = instance(f, "c");
-	assert_int_equal(
-		((const struct fake_conf *)keel_instance_conf(a))->rate, 3);
-	assert_int_equal(
-		((const struct fake_conf *)keel_instance_conf(b))->rate, 7);
-	assert_int_equal(
-		((const struct fake_conf *)keel_instance_conf(c))->rate, 3);
+	assert_int_equal(rate_of(a), 3);
+	assert_int_equal(rate_of(b), 7);
+	assert_int_equal(rate_of(c), 3);
 	/* The default changes: a and c change in place, b is not called. */
-	expect_ok(f,
-		  "load = { fake }\n"
-		  "fake { rate = 4 }\n"
-		  "fake a { device = \"/dev/a\" }\n"
-		  "fake b { device = \"/dev/b\"  rate = 7 }\n"
-		  "fake c { device = \"/dev/c\" }\n",
-		  0,
+	expect_ok(f, CONF_DEFAULTS("fake { rate = 4 }\n", ""), 0,
 		  "P(a,inplace,rate,running)P(c,inplace,rate,running)C(a)C(c)");
 	assert_ptr_equal(instance(f, "a"), a);
 	assert_ptr_equal(instance(f, "b"), b);
 	assert_ptr_equal(instance(f, "c"), c);
-	assert_int_equal(
-		((const struct fake_conf *)keel_instance_conf(a))->rate, 4);
-	assert_int_equal(
-		((const struct fake_conf *)keel_instance_conf(b))->rate, 7);
+	assert_int_equal(rate_of(a), 4);
+	assert_int_equal(rate_of(b), 7);
 	/* The same value written in c instead of inherited: unchanged. */
-	expect_ok(f,
-		  "load = { fake }\n"
-		  "fake { rate = 4 }\n"
-		  "fake a { device = \"/dev/a\" }\n"
-		  "fake b { device = \"/dev/b\"  rate = 7 }\n"
-		  "fake c { device = \"/dev/c\"  rate = 4 }\n",
-		  0, "");
-	/* The defaults section gone: a and c fall back to the built-in 1. */
-	expect_ok(f,
-		  "load = { fake }\n"
-		  "fake a { device = \"/dev/a\" }\n"
-		  "fake b { device = \"/dev/b\"  rate = 7 }\n"
-		  "fake c { device = \"/dev/c\"  rate = 4 }\n",
-		  0, "P(a,inplace,rate,running)C(a)");
-	assert_int_equal(
-		((const struct fake_conf *)keel_instance_conf(a))->rate, 1);
+	expect_ok(f, CONF_DEFAULTS("fake { rate = 4 }\n", "  rate = 4"), 0, "");
+	/* The defaults section gone: a falls back to the built-in 1. */
+	expect_ok(f, CONF_DEFAULTS("", "  rate = 4"), 0,
+		  "P(a,inplace,rate,running)C(a)");
+	assert_int_equal(rate_of(a), 1);
 	assert_int_equal(objects, 3);
 }
 
