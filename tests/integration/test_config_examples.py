@@ -116,6 +116,11 @@ class Shipped(unittest.TestCase):
         rc, out, err = self.keeld("-T")
         self.assertIn('serial "console" {\n  device = "/dev/ttyS0"\n', out)
         self.assertIn('  allow = { "127.0.0.0/8", "::1" }\n', out)
+        # The defaults section, and the port that inherits its allow.
+        self.assertIn('\nserial { # defaults of every titled serial section\n'
+                      '  allow = { "127.0.0.0/8", "::1" }\n}\n', out)
+        console = out[out.index('serial "console" {'):]
+        self.assertIn('  allow = { "127.0.0.0/8", "::1" }\n', console[:console.index("\n}\n")])
 
     def test_each_example_checks_in_conf_d(self):
         for name, path in EXAMPLES.items():
