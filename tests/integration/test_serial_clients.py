@@ -103,6 +103,18 @@ class ClientsBase(unittest.TestCase):
         os.write(self.pty.master, b"out\n")
         self.assertEqual(c.recv(100), b"out\n")
 
+    def lingering_client(self):
+        """A connected client that asked something ("?" reaches the device)
+        and shut down its sending side, once keeld saw its end of file."""
+        st = port_status(self.k, "a")
+        c = self.client()
+        self.wait_clients(st["clients"] + 1)
+        c.sendall(b"?")
+        c.shutdown(socket.SHUT_WR)
+        wait_for(lambda: port_status(self.k, "a")["half_closed_total"] == st["half_closed_total"] + 1,
+                 3, 0.02, what="end of file seen")
+        return c
+
     def wait_clients(self, n):
         return wait_for(lambda: port_status(self.k, "a")["clients"] == n, 5, 0.02,
                         what="%d clients" % n)
@@ -136,11 +148,7 @@ class HalfClose(ClientsBase):
         # Device data every 0.2 s for 2 s, eof-linger 0.6 s: the client
         # stays for all of it because every write restarts the linger.
         self.start()
-        c = self.client()
-        self.wait_clients(1)
-        c.sendall(b"?")  # a request: something to wait for
-        c.shutdown(socket.SHUT_WR)
-        wait_for(lambda: port_status(self.k, "a")["half_closed_total"] == 1, 3, 0.02)
+        c = self.lingering_client()
         got = {}
         r = in_thread(lambda: got.update(zip(("data", "end"), recv_until_closed(c, 10))))
         sent = b""
@@ -219,11 +227,7 @@ class HalfClose(ClientsBase):
 
     def test_a_lingering_client_makes_room_at_max_clients(self):
         self.start(extra="  eof-linger = 60\n  max-clients = 1\n")
-        c1 = self.client()
-        self.wait_clients(1)
-        c1.sendall(b"?")
-        c1.shutdown(socket.SHUT_WR)
-        wait_for(lambda: port_status(self.k, "a")["half_closed_total"] == 1, 3, 0.02)
+        c1 = self.lingering_client()
         c2 = self.client()
         data, _ = recv_until_closed(c1, 3)
         self.assertEqual(data, b"")
@@ -235,6 +239,21 @@ class HalfClose(ClientsBase):
         self.assertEqual(read_device(self.pty.master, 9), b"?from c2\n")
         st = port_status(self.k, "a")
         self.assertEqual((st["refused_total"], st["accepted_total"]), (0, 2))
+
+    def test_out_of_descriptors_the_lingering_clients_are_closed(self):
+        # TCP cannot tell a half-closed peer from a gone one: when accept(2)
+        # runs out of descriptors, the lingering clients give theirs back.
+        self.start(extra="  eof-linger = 60\n  max-clients = 1000\n")
+        lingering = [self.lingering_client() for _ in range(3)]
+        subprocess.run(["prlimit", "--pid", str(self.k.pid), "--nofile=40:40"],
+                       check=True, timeout=10)
+        for _ in range(50):
+            self.client()
+        # Closed well before eof-linger (the log lines about clients are
+        # over their budget by now: the 50 connections took it).
+        for c in lingering:
+            data, _ = recv_until_closed(c, 3)
+            self.assertEqual(data, b"")
 
     def test_client_timeout_shorter_than_the_linger_wins(self):
         self.start(extra="  eof-linger = 60\n  client-timeout = 0.5\n")
@@ -248,11 +267,7 @@ class HalfClose(ClientsBase):
 
     def test_a_removed_port_closes_its_lingering_client(self):
         self.start(extra="  eof-linger = 60\n")
-        c = self.client()
-        self.wait_clients(1)
-        c.sendall(b"?")  # a request: something to wait for
-        c.shutdown(socket.SHUT_WR)
-        wait_for(lambda: port_status(self.k, "a")["half_closed_total"] == 1, 3, 0.02)
+        c = self.lingering_client()
         self.k.write("")
         rc, out, err = self.k.ctl("reload")
         self.assertEqual(rc, 0, err)
@@ -263,11 +278,7 @@ class HalfClose(ClientsBase):
     def test_sigterm_does_not_wait_for_a_lingering_client(self):
         # eof-linger 60 s, shutdown-timeout 5 s: the drain closes it at once.
         self.start(extra="  eof-linger = 60\n")
-        c = self.client()
-        self.wait_clients(1)
-        c.sendall(b"?")  # a request: something to wait for
-        c.shutdown(socket.SHUT_WR)
-        wait_for(lambda: port_status(self.k, "a")["half_closed_total"] == 1, 3, 0.02)
+        c = self.lingering_client()
         t0 = time.monotonic()
         self.k.kill(signal.SIGTERM)
         self.assertEqual(self.k.wait_exit(5), 0)
@@ -277,11 +288,7 @@ class HalfClose(ClientsBase):
 
     def test_a_reload_to_eof_linger_0_ends_the_lingering_ones(self):
         self.start(extra="  eof-linger = 60\n")
-        c = self.client()
-        self.wait_clients(1)
-        c.sendall(b"?")  # a request: something to wait for
-        c.shutdown(socket.SHUT_WR)
-        wait_for(lambda: port_status(self.k, "a")["half_closed_total"] == 1, 3, 0.02)
+        c = self.lingering_client()
         self.k.write(self.body.replace("eof-linger = 60", "eof-linger = 0"))
         rc, out, err = self.k.ctl("reload")
         self.assertEqual(rc, 0, err)
