@@ -89,6 +89,7 @@ check_file -d "$KEEL_SYSCONFDIR/keel/conf.d" "conf.d directory"
 for f in README examples/gps.conf examples/plc-rs485.conf examples/modem.conf; do
 	check_file -f "$KEEL_DOCDIR/$f" "operator documentation"
 done
+check_file -f "$KEEL_SYSCONFDIR/default/keeld" "service defaults"
 for h in "$src"/include/keel/*.h; do
 	check_file -f "$KEEL_INCLUDEDIR/keel/$(basename "$h")" "header"
 done
@@ -140,7 +141,8 @@ fi
 
 # 3. Every placeholder resolved, and the paths are the install paths.
 for f in "$unitdir/keeld.service" "$KEEL_SYSCONFDIR/init.d/keeld" \
-	"$KEEL_SYSCONFDIR/logrotate.d/keeld" "$KEEL_LIBDIR/pkgconfig/keel.pc"; do
+	"$KEEL_SYSCONFDIR/logrotate.d/keeld" "$KEEL_LIBDIR/pkgconfig/keel.pc" \
+	"$KEEL_SYSCONFDIR/default/keeld"; do
 	[ -f "$dest$f" ] || continue
 	if grep -n '@[A-Za-z_][A-Za-z0-9_]*@' "$dest$f"; then
 		fail "unresolved @VAR@ in $f"
@@ -155,6 +157,21 @@ if grep -q "^ExecStart=$KEEL_SBINDIR/keeld " "$unit" &&
 	ok "unit runs $KEEL_SBINDIR/keeld, Type=notify, reload through keeld -s"
 else
 	fail "unit ExecStart/ExecReload/Type"
+fi
+
+# One source for the configuration path: the unit, the init script and
+# logrotate's postrotate all read KEELD_CONFIG from the same defaults file.
+defaults=$KEEL_SYSCONFDIR/default/keeld
+if grep -q "^EnvironmentFile=-$defaults\$" "$unit" &&
+	grep -q "^ExecStart=.* -f \${KEELD_CONFIG} " "$unit" &&
+	grep -q "^ExecReload=.* -f \${KEELD_CONFIG} " "$unit" &&
+	grep -q "\. $defaults\$" "$dest$KEEL_SYSCONFDIR/init.d/keeld" &&
+	grep -q "\. $defaults\$" "$dest$KEEL_SYSCONFDIR/logrotate.d/keeld" &&
+	grep -q -- '-f "$KEELD_CONFIG" .*-s reopen' \
+		"$dest$KEEL_SYSCONFDIR/logrotate.d/keeld"; then
+	ok "unit, init script and logrotate read KEELD_CONFIG from $defaults"
+else
+	fail "unit, init script and logrotate do not share $defaults"
 fi
 
 # 4. systemd-analyze verify, on a copy whose paths point into DESTDIR (verify
@@ -177,6 +194,20 @@ if command -v systemd-analyze >/dev/null 2>&1; then
 	else
 		skip "systemd-analyze verify cannot run here:"
 		sed 's/^/    /' "$tmp/out"
+	fi
+	# The exposure score of the unit file as installed (systemd 252 reads
+	# a unit file with --offline=yes); test-systemd.sh measures it again
+	# on the loaded unit under a running systemd.
+	run systemd-analyze security --offline=yes "$tmp/unit/keeld.service"
+	score=$(sed -n 's/.*Overall exposure level for keeld\.service: \([0-9.]*\).*/\1/p' "$tmp/out")
+	if [ -z "$score" ]; then
+		skip "systemd-analyze security --offline cannot run here:"
+		sed 's/^/    /' "$tmp/out" | tail -5
+	elif awk -v s="$score" 'BEGIN { exit !(s <= 2.0) }'; then
+		ok "systemd-analyze security: exposure $score <= 2.0"
+	else
+		fail "systemd-analyze security: exposure $score > 2.0"
+		grep '✗' "$tmp/out" | sed 's/^/    /'
 	fi
 else
 	skip "systemd-analyze not installed"
