@@ -41,22 +41,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 1' HUP INT TERM
-fails=0
-passes=0
-skips=0
-
-ok() {
-	passes=$((passes + 1))
-	echo "ok: $*"
-}
-fail() {
-	fails=$((fails + 1))
-	echo "FAIL: $*"
-}
-skip() {
-	skips=$((skips + 1))
-	echo "skip: $*"
-}
+. "$src/packaging/testlib.sh"
 # Run a command with a time limit, its output in $tmp/out.
 run() {
 	timeout 60 "$@" >"$tmp/out" 2>&1

@@ -50,8 +50,7 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/keel-nspawn.XXXXXX") || exit 1
 root=$tmp/root
 name=keeltest$$
 nspawn_pid=
-fails=0
-passes=0
+. "$top/packaging/testlib.sh"
 
 cleanup() {
 	if [ -n "$nspawn_pid" ] && kill -0 "$nspawn_pid" 2>/dev/null; then
@@ -69,22 +68,10 @@ cleanup() {
 	fi
 	mountpoint -q "$root" && umount "$root"
 	rm -rf "$tmp"
-	# systemd-nspawn's own run-time directories, when left empty.
-	rmdir /run/systemd/nspawn/propagate /run/systemd/nspawn/locks \
-		/run/systemd/nspawn 2>/dev/null
-	return 0
+	nspawn_tidy
 }
 trap cleanup EXIT
 trap 'exit 1' HUP INT TERM
-
-ok() {
-	passes=$((passes + 1))
-	echo "ok: $*"
-}
-fail() {
-	fails=$((fails + 1))
-	echo "FAIL: $*"
-}
 
 mkdir -p "$root"
 mount --bind / "$root" && mount -o remount,bind,ro "$root" || exit 1
@@ -261,6 +248,7 @@ else
 	fail "keeld.service with /etc/default/keeld: $(prop ActiveState)"
 	ct journalctl -u keeld --no-pager | tail -20
 fi
+# shellcheck disable=SC2016 # a literal $GP
 if tcp_expect 700 '$GP'; then
 	ok "sim pty bridged by serial: a client of 127.0.0.1:700 reads NMEA"
 else
