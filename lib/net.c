@@ -136,3 +136,16 @@ keel_cidr_match(const struct keel_cidr *c, const struct sockaddr *sa)
 	}
 	return 1;
 }
+
+/* `allow`: each element a network; the message names the option. */
+int
+keel_allow_check(const char *value, char *err, size_t errlen)
+{
+	struct keel_cidr c;
+	char why[200];
+
+	if (keel_cidr_parse(value, &c, why, sizeof(why)) == 0)
+		return 0;
+	snprintf(err, errlen, "allow %s", why);
+	return -1;
+}

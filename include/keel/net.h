@@ -42,6 +42,13 @@ KEEL_EXPORT int keel_cidr_parse(const char *text, struct keel_cidr *c,
 KEEL_EXPORT int keel_cidr_match(const struct keel_cidr *c,
 				const struct sockaddr *sa);
 
+/**
+ * The check (struct keel_option .check) of an `allow` list, the option
+ * every keel module names its client networks with: each element as
+ * keel_cidr_parse() reads it, a refusal worded "allow 'X' ...".
+ */
+KEEL_EXPORT int keel_allow_check(const char *value, char *err, size_t errlen);
+
 KEEL_END_DECLS
 
 #endif

@@ -1085,19 +1085,6 @@ http_status(struct keel_instance *in, struct keel_status *st)
 	keel_status_bool(st, "draining", h->draining);
 }
 
-/* `allow`: each element a network. */
-static int
-http_check_allow(const char *value, char *err, size_t errlen)
-{
-	struct keel_cidr c;
-	char why[200];
-
-	if (keel_cidr_parse(value, &c, why, sizeof(why)) == 0)
-		return 0;
-	snprintf(err, errlen, "allow %s", why);
-	return -1;
-}
-
 /* `listen`: each element a numeric HOST:PORT. */
 static int
 http_check_listen(const char *value, char *err, size_t errlen)
@@ -1132,7 +1119,7 @@ static const struct keel_option http_options[] = {
 	  .size = KEEL_MEMBER_SIZE(HC, allow),
 	  .min = 0,
 	  .max = 256,
-	  .check = http_check_allow },
+	  .check = keel_allow_check },
 	KEEL_OPTION("ready-requires", KEEL_OPT_LIST, HC, ready_requires, NULL,
 		    KEEL_OPT_NONEMPTY),
 	KEEL_OPTION_RANGE("max-connections", KEEL_OPT_INT, HC, max_connections,

@@ -2325,19 +2325,6 @@ format_check(const char *value, char *err, size_t errlen)
 	return keel_serial_parse_format(value, &line, err, errlen);
 }
 
-/* allow: each element a network, worded as the http module's. */
-static int
-allow_check(const char *value, char *err, size_t errlen)
-{
-	struct keel_cidr c;
-	char why[200];
-
-	if (keel_cidr_parse(value, &c, why, sizeof(why)) == 0)
-		return 0;
-	snprintf(err, errlen, "allow %s", why);
-	return -1;
-}
-
 #define PC struct port_conf
 
 static const struct keel_option serial_options[] = {
@@ -2370,7 +2357,7 @@ static const struct keel_option serial_options[] = {
 	  .size = KEEL_MEMBER_SIZE(PC, allow),
 	  .min = 0,
 	  .max = 256,
-	  .check = allow_check },
+	  .check = keel_allow_check },
 	KEEL_OPTION_CHECK("connect", KEEL_OPT_STRING, PC, connect, NULL,
 			  connect_check, 0),
 	KEEL_OPTION_RANGE("connect-timeout", KEEL_OPT_SECONDS, PC,

@@ -96,11 +96,27 @@ test_parse_errors(void **state)
 			 -1);
 }
 
+/* The check of an `allow` option, shared by every module: the message
+ * names the option, the value is accepted as keel_cidr_parse takes it. */
+static void
+test_allow_check(void **state)
+{
+	char err[256] = "";
+
+	(void)state;
+	assert_int_equal(keel_allow_check("192.0.2.0/24", err, sizeof(err)), 0);
+	assert_int_equal(keel_allow_check("::1", err, sizeof(err)), 0);
+	assert_int_equal(keel_allow_check("10.1.2.3/8", err, sizeof(err)), -1);
+	assert_int_equal(strncmp(err, "allow '10.1.2.3/8' has bits set", 31),
+			 0);
+	assert_int_equal(keel_allow_check("host", err, sizeof(err)), -1);
+	assert_int_equal(strncmp(err, "allow 'host' is not", 19), 0);
+}
+
 static const struct CMUnitTest tests[] = {
-	cmocka_unit_test(test_ipv4),
-	cmocka_unit_test(test_ipv6),
-	cmocka_unit_test(test_ipv4_mapped),
-	cmocka_unit_test(test_parse_errors),
+	cmocka_unit_test(test_ipv4),        cmocka_unit_test(test_ipv6),
+	cmocka_unit_test(test_ipv4_mapped), cmocka_unit_test(test_parse_errors),
+	cmocka_unit_test(test_allow_check),
 };
 
 UNIT_MAIN_ALL("net", tests)
