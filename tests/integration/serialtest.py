@@ -12,6 +12,32 @@ import tty
 from keeltest import Keeld, wait_for
 
 
+def free_ports(n):
+    """n TCP ports on 127.0.0.1 that nobody listens on right now, below
+    Linux's ephemeral range (32768-60999): free_port() hands out ports
+    from that range, and so does every connect() of the other tests
+    running at the same time, so a long list taken there is likely to
+    have one taken again before keeld binds it (seen in CI: "Address
+    already in use" at the 101st of 1,000 ports)."""
+    import random
+    ports = []
+    start = random.randrange(10000, 32000 - 2 * n)
+    port = start
+    while len(ports) < n and port < 32768:
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            ports.append(port)
+        except OSError:
+            pass
+        finally:
+            s.close()
+        port += 1
+    if len(ports) < n:
+        raise AssertionError("only %d free ports from %d" % (len(ports), start))
+    return ports
+
+
 def free_port():
     """A TCP port on 127.0.0.1 that nobody listens on right now."""
     s = socket.socket()

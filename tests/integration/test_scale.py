@@ -11,7 +11,7 @@ import time
 import unittest
 
 from keeltest import Keeld, main, wait_for
-from serialtest import connect, free_port
+from serialtest import connect, free_ports
 
 N = 1000
 
@@ -38,10 +38,7 @@ class Scale(unittest.TestCase):
         return len(re.findall(r"^serial\.s\d+\.state: open$", out, re.M))
 
     def test_thousand_ports(self):
-        ports = set()
-        while len(ports) < N:
-            ports.add(free_port())
-        ports = sorted(ports)
+        ports = free_ports(N)
         k = Keeld("", modules=("sim", "serial"))
         self.addCleanup(k.close)
         k.write(self.body(k, ports))
