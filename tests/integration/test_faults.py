@@ -299,10 +299,13 @@ class Chaos(FaultCase):
         traffic.end()
         counts = self.faults.counts()
         # After the faults: the ports come back (retry-max 0.5 s), the
-        # clients are gone; then keeld sleeps.
+        # clients are gone; then keeld sleeps. A client that sent data and
+        # closed lingers until a write to it fails or for eof-linger (5 s
+        # by default) when its device is silent: TCP cannot tell its close
+        # from a half-close. Hence 5 s more than that.
         self.wait_all_open(k)
         wait_for(lambda: all(port_status(k, "p%d" % i)["clients"] == 0 for i in range(PORTS)),
-                 5, 0.05, what="clients gone")
+                 10, 0.05, what="clients gone")
         self.drain_devices()
         c1 = cpu_seconds(k.pid)
         time.sleep(1.5)
