@@ -73,7 +73,7 @@ struct keel_serial_stats {
 	uint64_t hangups;           /* hang-ups, removals, idle timeouts */
 	uint64_t drops;             /* bytes for the device that were dropped */
 	uint64_t breaks;            /* breaks sent (timed or switched on) */
-	uint64_t modem_unsupported; /* modem-line requests answered ENOTTY */
+	uint64_t modem_unsupported; /* DTR/RTS requests answered ENOTTY */
 };
 
 /* Modem lines: DTR and RTS are ours to set, the others the device's. */

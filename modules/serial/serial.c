@@ -392,9 +392,11 @@ client_eof(struct client *cl)
 
 	/* A client that sent nothing has no answer to wait for: lingering
 	 * would only let connect-and-close peers hold descriptors. The
-	 * server we connected to closed: connect again. */
+	 * server we connected to closed: connect again. Telnet and RFC 2217
+	 * clients (telnet, pyserial) close for good, never half: a lingering
+	 * one would hold the port's settings for eof-linger after it left. */
 	if (p->c->eof_linger <= 0 || p->removing || cl->rx == 0 ||
-	    cl == p->out.cl) {
+	    cl == p->out.cl || cl->tn != NULL) {
 		client_free(cl, "disconnected");
 		return;
 	}

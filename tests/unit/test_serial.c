@@ -306,11 +306,12 @@ threads(void)
 	return n;
 }
 
-/* Wait until the process has @want threads (the opener is detached). */
+/* Wait until the process has @want threads (the opener is detached, and
+ * on a loaded machine takes its time to go). */
 static int
 threads_settle(int want)
 {
-	double end = now() + 2.0;
+	double end = now() + 5.0;
 
 	while (threads() != want && now() < end)
 		spin(2);
@@ -401,7 +402,8 @@ teardown(void **state)
 
 /*
  * The device has no modem lines: set, get and watch answer ENOTTY at once
- * (the loop never waits) and each answer is counted.
+ * (the loop never waits); the DTR/RTS request is counted, the reads are
+ * not (status would make the counter grow).
  */
 static void
 assert_no_modem_lines(void)
@@ -412,7 +414,7 @@ assert_no_modem_lines(void)
 	assert_fails(keel_serial_get_modem(t.s), ENOTTY);
 	assert_fails(keel_serial_watch_modem(t.s, on_modem, &t), ENOTTY);
 	assert_true(now() - t0 < 0.05);
-	assert_int_equal(keel_serial_stats(t.s)->modem_unsupported, 3);
+	assert_int_equal(keel_serial_stats(t.s)->modem_unsupported, 1);
 }
 
 static void
@@ -671,7 +673,9 @@ test_watch_start_stop_race(void **state)
 		assert_int_equal(keel_serial_watch_modem(t.s, NULL, NULL), 0);
 	}
 	assert_true(now() - t0 < 5.0);
-	assert_int_equal(threads(), base_threads);
+	/* Every watcher was joined; a detached opener of a reopen may still
+	 * be on its way out (seen under load: one thread more). */
+	assert_int_equal(threads_settle(base_threads), base_threads);
 	assert_int_equal(fds(), base_fds);
 	assert_int_equal(t.reports, 0); /* stopped before the first report */
 }
