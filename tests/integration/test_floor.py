@@ -24,7 +24,7 @@ import tty
 import unittest
 
 from keeltest import Keeld, main, wait_for
-from serialtest import connect, free_port
+from serialtest import connect, free_ports
 
 SANITIZE = os.environ.get("KEEL_SANITIZE", "OFF").upper() in ("ON", "1", "TRUE")
 NPORTS = 4
@@ -61,10 +61,7 @@ def perf_works():
 class Floor(unittest.TestCase):
     def start_ports(self, n, extra=""):
         ptys, body = [], []
-        ports = set()
-        while len(ports) < n:
-            ports.add(free_port())
-        ports = sorted(ports)
+        ports = free_ports(n)
         k = Keeld("", modules=("serial",))
         self.addCleanup(k.close)
         for i in range(n):

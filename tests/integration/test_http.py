@@ -16,7 +16,7 @@ import time
 import unittest
 
 from keeltest import Keeld, main, wait_for
-from serialtest import connect, free_port, recv_exact, sha
+from serialtest import connect, free_port, free_ports, recv_exact, sha
 
 PROMTOOL = shutil.which("promtool")
 
@@ -39,13 +39,6 @@ def sims_and_ports(k, n, ports, mode="echo"):
         out.append('serial p%d {\n  device = "%s/s%d"\n  listen = "127.0.0.1:%d"\n'
                    '  lock = false\n}\n' % (i, k.dir, i, ports[i]))
     return "".join(out)
-
-
-def free_ports(n):
-    ports = set()
-    while len(ports) < n:
-        ports.add(free_port())
-    return sorted(ports)
 
 
 def parse_metrics(text):
