@@ -101,7 +101,16 @@ control_reload(pid_t pid, const char *pidfile, const char *statefile,
 {
 	unsigned long started = control_state_num(statefile, "reload-started");
 	char *before = state_read(statefile), *loaded = NULL, *mine;
+	char marker[PATH_MAX];
 	int waited, rc = -1;
+
+	/* A reload in progress has said so only in STATEFILE.reloading. */
+	if (keel_reload_marker(statefile, marker, sizeof(marker)) == 0) {
+		unsigned long now = control_state_num(marker, "reload-started");
+
+		if (now > started)
+			started = now;
+	}
 
 	/*
 	 * The daemon reloads the file it was started with. Say so when -f

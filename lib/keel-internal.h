@@ -401,6 +401,7 @@ void keel_reload_request(struct keel *k);
 void keel_stop_request(struct keel *k, int signo);
 void keel_status_dump(struct keel *k, int to_log);
 int keel_status_requested(struct keel *k);
+int keel_reload_marker(const char *statefile, char *path, size_t len);
 void keel_wake(struct keel *k);
 void keel_module_drained(struct keel *k);
 void keel_write_state(struct keel *k);

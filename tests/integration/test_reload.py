@@ -30,6 +30,45 @@ class Reload(unittest.TestCase):
                       % (os.path.realpath(self.k.conf), other), r.stderr)
         self.assertIn("reload applied: generation 2 (%s)" % os.path.realpath(self.k.conf), r.stdout)
 
+    def test_reload_reports_the_reload_it_asked_for_not_the_one_in_progress(self):
+        """keeld -s reload run while another reload is in its transaction
+        waits for a reload that begins after its own signal. The daemon
+        says a reload began in STATEFILE.reloading (the state file itself
+        is rewritten only after the transaction): without it, -s reload
+        reports the reload in progress, which may not have read the file
+        as the user just saved it."""
+        many = "".join('heartbeat h%d {\n  message = "m"\n  interval = 3600\n}\n' % i
+                       for i in range(4000))
+        self.k.write(HEARTBEAT % ("old message", 0.2) + many)
+        marker = self.k.statefile + ".reloading"
+        for attempt in range(3):
+            gen = self.k.generation()
+            started = int(self.k.state()["reload-started"])
+            self.k.kill(signal.SIGHUP)
+            wait_for(lambda: ("reload-started: %d\n" % (started + 1)) in self.k.read(marker),
+                     10, 0.0005, what="the reload to begin")
+            self.k.kill(signal.SIGSTOP)
+            in_progress = int(self.k.state()["reload-done"]) == started
+            p = subprocess.Popen(self.k.argv("-s", "reload"), stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+            try:
+                # Its SIGHUP waits, pending, while keeld is stopped.
+                def hup_pending():
+                    for line in self.k.read("/proc/%d/status" % self.k.pid).splitlines():
+                        if line.startswith("ShdPnd:"):
+                            return int(line.split()[1], 16) & 1
+                    return 0
+                wait_for(hup_pending, 30, what="-s reload's SIGHUP")
+            finally:
+                self.k.kill(signal.SIGCONT)
+            out, err = p.communicate(timeout=40)
+            self.assertEqual(p.returncode, 0, err)
+            self.assertIn("reload applied: generation %d " % (gen + 2), out)
+            if in_progress:
+                break
+        self.assertTrue(in_progress, "no reload was stopped in its transaction in 3 tries")
+        self.assertEqual(self.k.generation(), gen + 2)
+
     def test_changed_message_and_interval_are_applied(self):
         self.assertEqual(self.k.generation(), 1)
         self.k.write(HEARTBEAT % ("new message", 0.1))
