@@ -923,7 +923,27 @@ test_file_two_modules(void **state)
 		      "%s:10: mod2 'b': speed 10 is out of range (1 to 9)\n"
 		      "%s:11: mod2 'b': parity 'mark' is not one of none, odd, "
 		      "even\n");
-	/* Every type's message, each at its own line, in one section. */
+	/*
+	 * A name no module option has is reported at its line, as libconfuse
+	 * reports one at the top level, and the check goes on: every section
+	 * of the file is judged at once (libconfuse stopped at the first).
+	 */
+	expect_errors(f,
+		      "load = { mod1 }\n"
+		      "mod1 a {\n"
+		      "  name = \"x\"\n"
+		      "  colour = 1\n" /* 4 */
+		      "  speed = 10\n" /* 5 */
+		      "}\n"
+		      "mod1 b {\n"
+		      "  name = \"y\"\n"
+		      "  speed = 10\n" /* 9 */
+		      "}\n",
+		      "%s:4: no such option 'colour'\n"
+		      "%s:5: mod1 'a': speed 10 is out of range (1 to 9)\n"
+		      "%s:9: mod1 'b': speed 10 is out of range (1 to 9)\n");
+	/* Every type's message, each at its own line, in one section; the
+	 * values of a section whose title is wrong are checked as well. */
 	expect_errors(f,
 		      "load = { mod2 }\n"
 		      "mod2 \"with space\" {\n"
@@ -932,6 +952,8 @@ test_file_two_modules(void **state)
 		      "  listen = \"localhost:80\"\n"
 		      "  timeout = 2m\n"
 		      "}\n",
+		      "%s:2: mod2: the title 'with space' is not 1 to 64 "
+		      "letters, digits and - _ . : @ +\n"
 		      "%s:4: mod2 'with space': speed 'fast' is not an "
 		      "integer\n"
 		      "%s:5: mod2 'with space': listen 'localhost:80' is not "
