@@ -196,6 +196,8 @@ struct keel_module {
 	const struct keel_module_desc *desc;
 	int root;       /* the application's top-level options */
 	void *cfg_opts; /* libconfuse's schema of the section (config.c) */
+	void *defaults; /* the built-in defaults of plain numbers, parsed */
+	uint64_t defaults_set; /* bit i: option i's default is in .defaults */
 	enum module_state state;
 	int started_now; /* started by the transaction under way */
 	int remove_now;  /* removed by the transaction under way */
