@@ -1274,15 +1274,28 @@ serial_hangup(struct keel_serial *s, const char *why)
 		s->cb.closed(s, s->why, s->arg);
 }
 
-/* Write what is queued, as much as the device takes. */
+/*
+ * Write what is queued, as much as the device takes. The (persistent)
+ * write event is armed while output waits, and not deleted when a write
+ * empties the queue: in bulk towards a device slower than its clients the
+ * queue empties and is refilled at once (the drained callback resumes the
+ * clients, whose bytes come on the same loop turn), and deleting the event
+ * only to add it again was two epoll_ctl per refill. It goes when it
+ * fires and finds nothing to write: one wake-up at the end of a burst.
+ * Paced traffic is written at once and never arms it.
+ */
 static void
 serial_flush(struct keel_serial *s)
 {
 	size_t before = evbuffer_get_length(s->out);
 	int n;
 
-	if (s->state != S_OPEN || before == 0)
+	if (s->state != S_OPEN)
 		return;
+	if (before == 0) {
+		event_del(s->wr);
+		return;
+	}
 	n = evbuffer_write(s->out, s->fd);
 	if (n == -1 && errno != EAGAIN && errno != EINTR) {
 		char why[128];
@@ -1295,8 +1308,6 @@ serial_flush(struct keel_serial *s)
 		s->stats.bytes_out += (uint64_t)n;
 	if (evbuffer_get_length(s->out) > 0)
 		event_add(s->wr, NULL);
-	else
-		event_del(s->wr);
 	if (s->out_was_full &&
 	    evbuffer_get_length(s->out) <= s->p.out_max / 2) {
 		s->out_was_full = 0;
