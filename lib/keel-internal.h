@@ -288,6 +288,8 @@ struct keel_status {
 struct keel_status *status_new(void);
 void status_free(struct keel_status *st);
 const char *status_text(struct keel_status *st, size_t *len);
+void status_int_ref(struct keel_status *st, const char *key, int64_t value);
+void status_push_ref(struct keel_status *st, const char *key);
 struct keel_status *keel_status_build(struct keel *k);
 struct evbuffer;
 int status_json(const struct keel_status *st, struct evbuffer *out);

@@ -79,12 +79,14 @@ void
 metric_status(const struct keel_metric *mt, struct keel_status *st)
 {
 	for (; mt != NULL; mt = mt->next) {
+		/* Names (checked: no newline) live as long as the metric and
+		 * are not copied; a label's value is. */
 		if (mt->label != NULL) {
-			keel_status_push(st, mt->name);
+			status_push_ref(st, mt->name);
 			keel_status_int(st, mt->value, keel_metric_value(mt));
 			keel_status_pop(st);
 		} else {
-			keel_status_int(st, mt->name, keel_metric_value(mt));
+			status_int_ref(st, mt->name, keel_metric_value(mt));
 		}
 	}
 }
