@@ -3,14 +3,46 @@
  * Typed metrics. Each belongs to a list its owner frees (the core, a
  * module, an instance); an update is one addition on a pointer the caller
  * already holds. Names, help texts and label names are the caller's static
- * strings: a thousand ports with a dozen metrics each cost one small
- * allocation per metric, not five.
+ * strings: a thousand ports with twenty metrics each cost one small
+ * allocation per metric, not five, and that one holds no field an unlabelled
+ * metric does not use.
  */
 #include "keel-internal.h"
 
 #include <ctype.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* A labelled metric: the metric, then its label and the value's copy. */
+struct metric_labelled {
+	struct keel_metric mt;
+	const char *label; /* the caller's: a static string */
+	char value[];
+};
+
+/* The labelled metric @mt is the start of. */
+static const struct metric_labelled *
+metric_labelled_of(const struct keel_metric *mt)
+{
+	return (const struct metric_labelled *)((const char *)mt -
+						offsetof(struct metric_labelled,
+							 mt));
+}
+
+/* A metric's label name, or NULL. */
+const char *
+metric_label(const struct keel_metric *mt)
+{
+	return mt->labelled ? metric_labelled_of(mt)->label : NULL;
+}
+
+/* A metric's label value, or NULL. */
+const char *
+metric_label_value(const struct keel_metric *mt)
+{
+	return mt->labelled ? metric_labelled_of(mt)->value : NULL;
+}
 
 /* Prometheus metric and label names: [a-zA-Z_][a-zA-Z0-9_]*. */
 static int
@@ -44,17 +76,22 @@ metric_new(struct keel_metric **list, enum keel_metric_type type,
 			  name != NULL ? name : "(null)");
 		return NULL;
 	}
-	mt = calloc(1, sizeof(*mt));
-	if (mt == NULL)
+	if (label != NULL) {
+		size_t vlen = strlen(value) + 1;
+		struct metric_labelled *ml = calloc(1, sizeof(*ml) + vlen);
+
+		if (ml == NULL)
+			return NULL;
+		ml->label = label;
+		memcpy(ml->value, value, vlen);
+		mt = &ml->mt;
+		mt->labelled = 1;
+	} else if ((mt = calloc(1, sizeof(*mt))) == NULL) {
 		return NULL;
+	}
 	mt->type = type;
 	mt->name = name;
 	mt->help = help != NULL ? help : "";
-	mt->label = label;
-	if (value != NULL && (mt->value = strdup(value)) == NULL) {
-		free(mt);
-		return NULL;
-	}
 	for (tail = list; *tail != NULL; tail = &(*tail)->next)
 		;
 	*tail = mt;
@@ -69,8 +106,10 @@ metric_free_all(struct keel_metric *mt)
 
 	for (; mt != NULL; mt = next) {
 		next = mt->next;
-		free(mt->value);
-		free(mt);
+		if (mt->labelled)
+			free((void *)metric_labelled_of(mt));
+		else
+			free(mt);
 	}
 }
 
@@ -81,9 +120,10 @@ metric_status(const struct keel_metric *mt, struct keel_status *st)
 	for (; mt != NULL; mt = mt->next) {
 		/* Names (checked: no newline) live as long as the metric and
 		 * are not copied; a label's value is. */
-		if (mt->label != NULL) {
+		if (mt->labelled) {
 			status_push_ref(st, mt->name);
-			keel_status_int(st, mt->value, keel_metric_value(mt));
+			keel_status_int(st, metric_label_value(mt),
+					keel_metric_value(mt));
 			keel_status_pop(st);
 		} else {
 			status_int_ref(st, mt->name, keel_metric_value(mt));
@@ -108,24 +148,31 @@ keel_metric_new(struct keel_module *m, struct keel_instance *in,
 void
 keel_metric_add(struct keel_metric *mt, uint64_t n)
 {
-	if (mt != NULL)
-		mt->v += (int64_t)n;
+	if (mt != NULL && !mt->bound)
+		mt->u.v += (int64_t)n;
 }
 
 /* Set a gauge. */
 void
 keel_metric_set(struct keel_metric *mt, int64_t v)
 {
-	if (mt != NULL)
-		mt->v = v;
+	if (mt != NULL && !mt->bound)
+		mt->u.v = v;
 }
 
-/* Read the metric from @src from now on. */
+/* Read the metric from @src from now on; NULL: keep its last value. */
 void
 keel_metric_bind(struct keel_metric *mt, const uint64_t *src)
 {
-	if (mt != NULL)
-		mt->src = src;
+	if (mt == NULL)
+		return;
+	if (src != NULL) {
+		mt->u.src = src;
+		mt->bound = 1;
+	} else if (mt->bound) {
+		mt->u.v = (int64_t)*mt->u.src;
+		mt->bound = 0;
+	}
 }
 
 /* A metric's value. */
@@ -134,5 +181,5 @@ keel_metric_value(const struct keel_metric *mt)
 {
 	if (mt == NULL)
 		return 0;
-	return mt->src != NULL ? (int64_t)*mt->src : mt->v;
+	return mt->bound ? (int64_t)*mt->u.src : mt->u.v;
 }

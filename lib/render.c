@@ -273,7 +273,8 @@ render_series_cmp(const void *pa, const void *pb)
 		return c;
 	if ((c = render_strcmp0(a->ivalue, b->ivalue)) != 0)
 		return c;
-	if ((c = render_strcmp0(a->mt->value, b->mt->value)) != 0)
+	if ((c = render_strcmp0(metric_label_value(a->mt),
+				metric_label_value(b->mt))) != 0)
 		return c;
 	return a->order < b->order ? -1 : a->order > b->order;
 }
@@ -315,10 +316,10 @@ render_sample(struct evbuffer *out, const struct series *s)
 		evbuffer_add(out, "\"", 1);
 		labels = 1;
 	}
-	if (s->mt->label != NULL) {
+	if (s->mt->labelled) {
 		evbuffer_add_printf(out, "%c%s=\"", labels ? ',' : '{',
-				    s->mt->label);
-		render_escaped(out, s->mt->value, 1);
+				    metric_label(s->mt));
+		render_escaped(out, metric_label_value(s->mt), 1);
 		evbuffer_add(out, "\"", 1);
 		labels = 1;
 	}
@@ -371,10 +372,9 @@ keel_render_prometheus(struct keel_module *m, struct evbuffer *out)
 						    : "gauge");
 		} else if (prev->mt->type != s->mt->type ||
 			   (render_strcmp0(prev->ivalue, s->ivalue) == 0 &&
-			    render_strcmp0(prev->mt->value, s->mt->value) ==
-				    0 &&
-			    (prev->mt->label == NULL) ==
-				    (s->mt->label == NULL))) {
+			    render_strcmp0(metric_label_value(prev->mt),
+					   metric_label_value(s->mt)) == 0 &&
+			    prev->mt->labelled == s->mt->labelled)) {
 			continue; /* a duplicate series, or a clash of types */
 		}
 		render_sample(out, s);

@@ -52,7 +52,9 @@ KEEL_EXPORT void keel_metric_set(struct keel_metric *mt, int64_t v);
 /**
  * Take the value from @p src each time the metric is read: for a counter
  * that a library already keeps (keel_serial_stats()); @p src must live as
- * long as the metric's owner.
+ * long as the metric's owner. Updates to a bound metric are ignored (the
+ * source is its value: a metric holds one or the other, to stay small);
+ * binding NULL keeps the source's last value and counts on from there.
  */
 KEEL_EXPORT void keel_metric_bind(struct keel_metric *mt, const uint64_t *src);
 
