@@ -12,6 +12,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,7 @@
 	(KEEL_MODEM_CTS | KEEL_MODEM_DSR | KEEL_MODEM_DCD | KEEL_MODEM_RI)
 #define SERIAL_STOP_WAIT  2 /* ms a watcher gets to leave, per signal */
 #define SERIAL_STOP_TRIES 50
+#define SERIAL_WHY_MAX    256 /* bytes of the last failure's text */
 
 static int serial_openers; /* attempts under way (loop side) */
 
@@ -97,24 +99,29 @@ struct keel_serial {
 	void *arg;
 	enum serial_state state;
 	int fd;
+	/*
+	 * A thousand idle ports are most of a daemon's memory: what a port
+	 * needs only in some state is made when it gets there (see
+	 * serial_timer_add, serial_set_why, serial_watch_path, serial_out).
+	 */
 	struct event *rd, *wr;
-	struct event *retry_timer, *open_timer, *idle_timer;
+	struct event *retry_timer, *open_timer, *idle_timer; /* or NULL */
 	struct open_job *job;   /* the attempt under way */
 	struct open_job *stuck; /* an abandoned attempt still inside open() */
 	struct event *job_ev;
 	int job_r;
 	unsigned int attempt;
-	struct evbuffer *in, *out;
+	struct evbuffer *out; /* from the first write on */
 	int out_was_full;
 	int read_paused;
 	char *lockfile; /* allocated while we may hold it */
 	int have_lock;
-	char why[256];
+	char *why;       /* the last failure (SERIAL_WHY_MAX); NULL: none */
 	time_t why_time; /* when the last failure was */
 	int last_err_logged;
 	struct timeval last_rx;
 	int watch_wd;
-	char watch_name[NAME_MAX + 1];
+	char *watch_name; /* while watching */
 	struct keel_serial *watch_next;
 	struct keel_serial *queue_next; /* waiting for an opener */
 	int queued;
@@ -129,15 +136,98 @@ struct keel_serial {
 	int modem_initial;        /* report the current lines, changed 0 */
 	int modem_logged;         /* "no modem lines" said for this open */
 	struct modem_watch *mw;
-	struct event *mw_ev;    /* the watcher's eventfd */
-	struct event *modem_ev; /* the first report; the poll */
-	struct event *break_timer;
+	struct event *mw_ev;       /* the watcher's eventfd */
+	struct event *modem_ev;    /* the first report; the poll; or NULL */
+	struct event *break_timer; /* or NULL */
 	int breaking;
 	struct keel_serial_stats stats;
 };
 
 static void serial_attempt(struct keel_serial *s);
 static void serial_schedule_retry(struct keel_serial *s, int err);
+
+/*
+ * What every port reads into: the loop is one thread and a read callback
+ * drains it before it returns, so a buffer per port (1000 of them idle)
+ * would hold nothing more. Made with the first port, freed with the last.
+ */
+static struct evbuffer *serial_rx;
+static unsigned int serial_ports;
+
+/* Make a timer of @s if it has not been. -1 (logged) without memory. */
+static int
+serial_timer_make(struct keel_serial *s, struct event **ev,
+		  event_callback_fn cb)
+{
+	if (*ev == NULL && (*ev = evtimer_new(s->base, cb, s)) == NULL) {
+		log_warn("serial %s: timer", s->name);
+		return -1;
+	}
+	return 0;
+}
+
+/* Arm a timer of @s, made at its first use. -1 (logged) without memory. */
+static int
+serial_timer_add(struct keel_serial *s, struct event **ev, event_callback_fn cb,
+		 const struct timeval *tv)
+{
+	if (serial_timer_make(s, ev, cb) == -1)
+		return -1;
+	return evtimer_add(*ev, tv);
+}
+
+/* Disarm a timer that may not have been made. */
+static void
+serial_timer_del(struct event *ev)
+{
+	if (ev != NULL)
+		evtimer_del(ev);
+}
+
+/* Free a timer that may not have been made; it is made again if needed. */
+static void
+serial_timer_free(struct event **ev)
+{
+	if (*ev != NULL)
+		event_free(*ev);
+	*ev = NULL;
+}
+
+/* Say why the device is not open (the text is made at the first failure). */
+static void KEEL_PRINTF(2, 3)
+	serial_set_why(struct keel_serial *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (s->why == NULL && (s->why = malloc(SERIAL_WHY_MAX)) == NULL)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(s->why, SERIAL_WHY_MAX, fmt, ap);
+	va_end(ap);
+}
+
+/* The last failure's text, "" for none. */
+static const char *
+serial_why(const struct keel_serial *s)
+{
+	return s->why != NULL ? s->why : "";
+}
+
+/* The output queue, made at the first write. NULL without memory. */
+static struct evbuffer *
+serial_out(struct keel_serial *s)
+{
+	if (s->out == NULL)
+		s->out = evbuffer_new();
+	return s->out;
+}
+
+/* Bytes in the output queue. */
+static size_t
+serial_out_length(const struct keel_serial *s)
+{
+	return s->out != NULL ? evbuffer_get_length(s->out) : 0;
+}
 
 /* ---- one inotify instance for every port of the process ---- */
 
@@ -154,6 +244,8 @@ serial_unwatch(struct keel_serial *s)
 	struct keel_serial **pp, *o;
 	int shared = 0;
 
+	free(s->watch_name);
+	s->watch_name = NULL;
 	if (s->watch_wd < 0)
 		return;
 	for (pp = &serial_watch.ports; *pp != NULL; pp = &(*pp)->watch_next)
@@ -221,7 +313,7 @@ serial_watch_cb(evutil_socket_t fd, short what, void *arg)
 	for (i = 0; i < nhit; i++) {
 		s = hit[i];
 		log_debug("serial %s: %s appeared", s->name, s->watch_name);
-		evtimer_del(s->retry_timer);
+		serial_timer_del(s->retry_timer);
 		serial_unwatch(s);
 		serial_attempt(s);
 	}
@@ -247,7 +339,9 @@ serial_watch_path(struct keel_serial *s)
 		slash = strrchr(dir, '/');
 		if (slash == NULL)
 			return -1;
-		snprintf(s->watch_name, sizeof(s->watch_name), "%s", slash + 1);
+		free(s->watch_name);
+		if ((s->watch_name = strdup(slash + 1)) == NULL)
+			return -1;
 		if (slash == dir)
 			slash[1] = '\0';
 		else
@@ -733,11 +827,12 @@ static void
 serial_modem_stop(struct keel_serial *s)
 {
 	serial_modem_thread_stop(s);
-	if (s->modem_ev != NULL)
-		evtimer_del(s->modem_ev);
+	serial_timer_del(s->modem_ev);
 	s->modem_mode = MW_OFF;
 	s->modem_initial = 0;
 }
+
+static void serial_modem_tick(evutil_socket_t fd, short what, void *arg);
 
 /* Poll the lines on a timer (while watched only). */
 static void
@@ -746,7 +841,7 @@ serial_modem_poll_start(struct keel_serial *s)
 	struct timeval tv = keel_timeval(serial_modem_poll);
 
 	s->modem_mode = MW_POLL;
-	evtimer_add(s->modem_ev, &tv);
+	serial_timer_add(s, &s->modem_ev, serial_modem_tick, &tv);
 }
 
 static void serial_hangup(struct keel_serial *s, const char *why);
@@ -795,7 +890,7 @@ serial_modem_tick(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (s->modem_mode == MW_POLL) {
 		tv = keel_timeval(serial_modem_poll);
-		evtimer_add(s->modem_ev, &tv);
+		serial_timer_add(s, &s->modem_ev, serial_modem_tick, &tv);
 	}
 	serial_modem_check(s);
 }
@@ -849,6 +944,10 @@ serial_modem_start(struct keel_serial *s)
 		errno = err;
 		return -1;
 	}
+	if (serial_timer_make(s, &s->modem_ev, serial_modem_tick) == -1) {
+		errno = ENOMEM;
+		return -1;
+	}
 	s->modem_lines = (unsigned int)lines;
 	s->modem_initial = 1;
 	if (serial_modem_thread_start(s) == -1) {
@@ -865,7 +964,7 @@ serial_modem_start(struct keel_serial *s)
 static void
 serial_break_end(struct keel_serial *s)
 {
-	evtimer_del(s->break_timer);
+	serial_timer_del(s->break_timer);
 	if (s->breaking && s->fd >= 0 &&
 	    serial_ioctl(s->fd, TIOCCBRK, NULL) == -1)
 		log_debug("serial %s: TIOCCBRK: %s", s->name, strerror(errno));
@@ -916,7 +1015,7 @@ static void
 serial_modem_closing(struct keel_serial *s)
 {
 	serial_modem_stop(s);
-	if (s->break_timer != NULL)
+	if (s->breaking)
 		serial_break_end(s);
 }
 
@@ -1002,15 +1101,14 @@ serial_lock(struct keel_serial *s)
 	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
 		  0644);
 	if (fd == -1) {
-		snprintf(s->why, sizeof(s->why),
-			 "cannot create a lock file in %.150s: %s", s->lock_dir,
-			 strerror(errno));
+		serial_set_why(s, "cannot create a lock file in %.150s: %s",
+			       s->lock_dir, strerror(errno));
 		return -1;
 	}
 	n = snprintf(text, sizeof(text), "%10ld\n", (long)getpid());
 	if (write(fd, text, (size_t)n) != n) {
-		snprintf(s->why, sizeof(s->why), "cannot write %.150s: %s", tmp,
-			 strerror(errno));
+		serial_set_why(s, "cannot write %.150s: %s", tmp,
+			       strerror(errno));
 		close(fd);
 		unlink(tmp);
 		return -1;
@@ -1028,18 +1126,16 @@ serial_lock(struct keel_serial *s)
 		if (owner == -1 && errno == ENOENT)
 			continue; /* gone meanwhile: try again */
 		if (owner == -1) {
-			snprintf(s->why, sizeof(s->why),
-				 "cannot read lock %.150s: %s", s->lockfile,
-				 strerror(errno));
+			serial_set_why(s, "cannot read lock %.150s: %s",
+				       s->lockfile, strerror(errno));
 			unlink(tmp);
 			return -1;
 		}
 		if (owner > 0 && (kill(owner, 0) == 0 || errno == EPERM)) {
 			unlink(tmp);
 			errno = EBUSY;
-			snprintf(s->why, sizeof(s->why),
-				 "locked by pid %ld (%.150s)", (long)owner,
-				 s->lockfile);
+			serial_set_why(s, "locked by pid %ld (%.150s)",
+				       (long)owner, s->lockfile);
 			return -1;
 		}
 		if (owner > 0)
@@ -1051,8 +1147,8 @@ serial_lock(struct keel_serial *s)
 				 s->name, s->lockfile);
 		unlink(s->lockfile);
 	}
-	snprintf(s->why, sizeof(s->why), "cannot create %.150s: %s",
-		 s->lockfile, strerror(errno));
+	serial_set_why(s, "cannot create %.150s: %s", s->lockfile,
+		       strerror(errno));
 	unlink(tmp);
 	return -1;
 }
@@ -1205,7 +1301,7 @@ serial_abandon_job(struct keel_serial *s)
 	s->job_ev = NULL;
 	close(s->job_r);
 	s->job_r = -1;
-	evtimer_del(s->open_timer);
+	serial_timer_del(s->open_timer);
 	if (!__atomic_load_n(&s->job->done, __ATOMIC_ACQUIRE)) {
 		/* Still inside open(): remember it, never start a second. */
 		if (s->stuck != NULL)
@@ -1226,11 +1322,11 @@ serial_log_failure(struct keel_serial *s, int err)
 	if (s->last_err_logged != err) {
 		keel_log_limit(&s->rl, KEEL_LOG_WARNING,
 			       "serial %s: %s: %s (retrying)", s->name,
-			       s->device, s->why);
+			       s->device, serial_why(s));
 		s->last_err_logged = err;
 	} else {
 		log_debug("serial %s: %s: %s (retrying)", s->name, s->device,
-			  s->why);
+			  serial_why(s));
 	}
 }
 
@@ -1243,7 +1339,7 @@ serial_close_fd(struct keel_serial *s)
 	if (s->wr != NULL)
 		event_free(s->wr);
 	s->rd = s->wr = NULL;
-	evtimer_del(s->idle_timer);
+	serial_timer_del(s->idle_timer); /* kept: this may be its callback */
 	serial_modem_closing(s); /* before close: the watcher has a dup */
 	if (s->fd >= 0) {
 		ioctl(s->fd, TIOCNXCL);
@@ -1251,9 +1347,9 @@ serial_close_fd(struct keel_serial *s)
 	}
 	s->fd = -1;
 	serial_unlock(s);
-	s->stats.drops += evbuffer_get_length(s->out);
-	evbuffer_drain(s->out, evbuffer_get_length(s->out));
-	evbuffer_drain(s->in, evbuffer_get_length(s->in));
+	s->stats.drops += serial_out_length(s);
+	if (s->out != NULL)
+		evbuffer_drain(s->out, evbuffer_get_length(s->out));
 	s->state = S_WAITING;
 }
 
@@ -1261,7 +1357,7 @@ serial_close_fd(struct keel_serial *s)
 static void
 serial_hangup(struct keel_serial *s, const char *why)
 {
-	snprintf(s->why, sizeof(s->why), "%s", why);
+	serial_set_why(s, "%s", why);
 	s->why_time = time(NULL);
 	keel_log_limit(&s->rl, KEEL_LOG_WARNING, "serial %s: %s: %s; reopening",
 		       s->name, s->device, why);
@@ -1271,7 +1367,7 @@ serial_hangup(struct keel_serial *s, const char *why)
 	s->last_err_logged = 0;
 	serial_schedule_retry(s, 0);
 	if (s->cb.closed != NULL)
-		s->cb.closed(s, s->why, s->arg);
+		s->cb.closed(s, serial_why(s), s->arg);
 }
 
 /*
@@ -1287,7 +1383,7 @@ serial_hangup(struct keel_serial *s, const char *why)
 static void
 serial_flush(struct keel_serial *s)
 {
-	size_t before = evbuffer_get_length(s->out);
+	size_t before = serial_out_length(s);
 	int n;
 
 	if (s->state != S_OPEN)
@@ -1347,20 +1443,21 @@ serial_read_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)what;
 	while (total < SERIAL_READ_MAX) {
-		if (evbuffer_reserve_space(s->in, SERIAL_READ_CHUNK, &v, 1) < 1)
+		if (evbuffer_reserve_space(serial_rx, SERIAL_READ_CHUNK, &v,
+					   1) < 1)
 			break;
 		n = read(fd, v.iov_base, v.iov_len);
 		if (n > 0) {
 			size_t asked = v.iov_len;
 
 			v.iov_len = (size_t)n;
-			evbuffer_commit_space(s->in, &v, 1);
+			evbuffer_commit_space(serial_rx, &v, 1);
 			total += (size_t)n;
 			if ((size_t)n < asked && (size_t)n < SERIAL_READ_MORE)
 				break; /* drained */
 			continue;
 		}
-		evbuffer_commit_space(s->in, &v, 0);
+		evbuffer_commit_space(serial_rx, &v, 0);
 		if (n == -1 && errno == EINTR)
 			continue;
 		if (n == -1 && errno == EAGAIN)
@@ -1377,8 +1474,8 @@ serial_read_cb(evutil_socket_t fd, short what, void *arg)
 	s->stats.bytes_in += total;
 	event_base_gettimeofday_cached(s->base, &s->last_rx);
 	if (s->cb.data != NULL)
-		s->cb.data(s, s->in, s->arg);
-	evbuffer_drain(s->in, evbuffer_get_length(s->in));
+		s->cb.data(s, serial_rx, s->arg);
+	evbuffer_drain(serial_rx, evbuffer_get_length(serial_rx));
 }
 
 /* idle-timeout: a device silent that long is reopened. */
@@ -1403,7 +1500,7 @@ serial_idle_cb(evutil_socket_t fd, short what, void *arg)
 	       (double)(now.tv_usec - s->last_rx.tv_usec) / 1e6;
 	if (idle + 0.001 < s->p.idle_timeout) {
 		tv = keel_timeval(s->p.idle_timeout - idle);
-		evtimer_add(s->idle_timer, &tv);
+		evtimer_add(s->idle_timer, &tv); /* ours: it fired */
 		return;
 	}
 	snprintf(why, sizeof(why), "silent for %gs (idle-timeout)",
@@ -1420,13 +1517,12 @@ serial_opened(struct keel_serial *s, int fd)
 	int excl = 0; /* TIOCEXCL is the tty's, not the fd's: ours to clear? */
 
 	if (fstat(fd, &st) == -1 || !S_ISCHR(st.st_mode) || !isatty(fd)) {
-		snprintf(s->why, sizeof(s->why), "not a terminal device");
+		serial_set_why(s, "not a terminal device");
 		goto fail;
 	}
 	if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
-		snprintf(s->why, sizeof(s->why),
-			 "in use by another process (flock: %s)",
-			 strerror(errno));
+		serial_set_why(s, "in use by another process (flock: %s)",
+			       strerror(errno));
 		errno = EBUSY;
 		goto fail;
 	}
@@ -1435,8 +1531,8 @@ serial_opened(struct keel_serial *s, int fd)
 	else if (errno != ENOTTY)
 		log_debug("serial %s: TIOCEXCL: %s", s->name, strerror(errno));
 	if (serial_apply_line(fd, &s->p.line) == -1) {
-		snprintf(s->why, sizeof(s->why), "cannot set %u %s: %s",
-			 s->p.line.speed, "line settings", strerror(errno));
+		serial_set_why(s, "cannot set %u %s: %s", s->p.line.speed,
+			       "line settings", strerror(errno));
 		goto fail;
 	}
 	s->rd = event_new(s->base, fd, EV_READ | EV_PERSIST, serial_read_cb, s);
@@ -1448,7 +1544,7 @@ serial_opened(struct keel_serial *s, int fd)
 			  s);
 	if (s->rd == NULL || s->wr == NULL ||
 	    (!s->read_paused && event_add(s->rd, NULL) == -1)) {
-		snprintf(s->why, sizeof(s->why), "cannot watch the device");
+		serial_set_why(s, "cannot watch the device");
 		if (s->rd != NULL)
 			event_free(s->rd);
 		if (s->wr != NULL)
@@ -1465,9 +1561,12 @@ serial_opened(struct keel_serial *s, int fd)
 	s->stats.opens++; /* s->why stays: the last failure, for status */
 	s->last_err_logged = 0;
 	event_base_gettimeofday_cached(s->base, &s->last_rx);
+	/* Open: the timers of a closed device wait for its next close. */
+	serial_timer_free(&s->retry_timer);
+	serial_timer_free(&s->open_timer);
 	if (s->p.idle_timeout > 0) {
 		tv = keel_timeval(s->p.idle_timeout);
-		evtimer_add(s->idle_timer, &tv);
+		serial_timer_add(s, &s->idle_timer, serial_idle_cb, &tv);
 	}
 	keel_log_limit(&s->rl, KEEL_LOG_INFO, "serial %s: %s open (%u %s)",
 		       s->name, s->device, s->p.line.speed,
@@ -1511,7 +1610,7 @@ serial_job_cb(evutil_socket_t fd, short what, void *arg)
 	s->job_ev = NULL;
 	close(s->job_r);
 	s->job_r = -1;
-	evtimer_del(s->open_timer);
+	serial_timer_del(s->open_timer);
 	s->job = NULL;
 	serial_opener_done();
 	if (got == -1) {
@@ -1521,7 +1620,7 @@ serial_job_cb(evutil_socket_t fd, short what, void *arg)
 		serial_unlock(s);
 		s->stats.open_failures++;
 		s->state = S_WAITING;
-		snprintf(s->why, sizeof(s->why), "%s", strerror(err));
+		serial_set_why(s, "%s", strerror(err));
 		serial_log_failure(s, err);
 		serial_schedule_retry(s, err);
 		return;
@@ -1542,8 +1641,7 @@ serial_open_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	serial_unlock(s);
 	s->stats.open_failures++;
 	s->state = S_WAITING;
-	snprintf(s->why, sizeof(s->why), "open timed out after %gs",
-		 s->p.open_timeout);
+	serial_set_why(s, "open timed out after %gs", s->p.open_timeout);
 	serial_log_failure(s, ETIMEDOUT);
 	serial_schedule_retry(s, ETIMEDOUT);
 }
@@ -1564,8 +1662,8 @@ serial_attempt(struct keel_serial *s)
 	if (s->stuck != NULL) {
 		if (!__atomic_load_n(&s->stuck->done, __ATOMIC_ACQUIRE)) {
 			/* The timed-out open still fails this attempt. */
-			snprintf(
-				s->why, sizeof(s->why),
+			serial_set_why(
+				s,
 				"open timed out after %gs (an earlier open() is still blocked in the driver)",
 				s->p.open_timeout);
 			s->stats.open_failures++;
@@ -1584,8 +1682,8 @@ serial_attempt(struct keel_serial *s)
 	}
 	s->job = job_start(s);
 	if (s->job == NULL) {
-		snprintf(s->why, sizeof(s->why), "cannot start the opener: %s",
-			 strerror(errno));
+		serial_set_why(s, "cannot start the opener: %s",
+			       strerror(errno));
 		serial_unlock(s);
 		serial_log_failure(s, errno);
 		serial_schedule_retry(s, errno);
@@ -1607,7 +1705,7 @@ serial_attempt(struct keel_serial *s)
 	s->state = S_OPENING;
 	serial_openers++;
 	tv = keel_timeval(s->p.open_timeout);
-	evtimer_add(s->open_timer, &tv);
+	serial_timer_add(s, &s->open_timer, serial_open_timeout_cb, &tv);
 }
 
 /* The back-off expired. */
@@ -1648,7 +1746,8 @@ serial_schedule_retry(struct keel_serial *s, int err)
 		/* It may have appeared between open() and the watch. */
 		if (access(s->device, F_OK) == 0) {
 			tv = keel_timeval(0);
-			evtimer_add(s->retry_timer, &tv);
+			serial_timer_add(s, &s->retry_timer, serial_retry_cb,
+					 &tv);
 			return;
 		}
 		log_debug("serial %s: waiting for %s to appear", s->name,
@@ -1658,7 +1757,7 @@ serial_schedule_retry(struct keel_serial *s, int err)
 	if (err == ENODEV || err == ENXIO || err == 0)
 		serial_watch_path(s);
 	tv = keel_timeval(delay);
-	evtimer_add(s->retry_timer, &tv);
+	serial_timer_add(s, &s->retry_timer, serial_retry_cb, &tv);
 }
 
 /* ---- the public API ---- */
@@ -1696,21 +1795,18 @@ keel_serial_new(struct event_base *base, const struct keel_serial_params *p,
 	s->job_r = -1;
 	s->watch_wd = -1;
 	s->state = S_WAITING;
-	s->in = evbuffer_new();
-	s->out = evbuffer_new();
-	s->retry_timer = evtimer_new(base, serial_retry_cb, s);
-	s->open_timer = evtimer_new(base, serial_open_timeout_cb, s);
-	s->idle_timer = evtimer_new(base, serial_idle_cb, s);
-	s->modem_ev = evtimer_new(base, serial_modem_tick, s);
-	s->break_timer = evtimer_new(base, serial_break_cb, s);
+	if (serial_rx == NULL)
+		serial_rx = evbuffer_new();
 	if (s->name == NULL || s->device == NULL || s->lock_dir == NULL ||
-	    s->in == NULL || s->out == NULL || s->retry_timer == NULL ||
-	    s->open_timer == NULL || s->idle_timer == NULL ||
-	    s->modem_ev == NULL || s->break_timer == NULL) {
-		keel_serial_free(s);
+	    serial_rx == NULL) {
+		free(s->name);
+		free(s->device);
+		free(s->lock_dir);
+		free(s);
 		errno = ENOMEM;
 		return NULL;
 	}
+	serial_ports++;
 	s->p.name = s->name;
 	s->p.device = s->device;
 	s->p.lock_dir = s->lock_dir;
@@ -1733,24 +1829,21 @@ keel_serial_free(struct keel_serial *s)
 	serial_unwatch(s);
 	if (s->state == S_OPEN)
 		log_info("serial %s: %s closed", s->name, s->device);
-	if (s->in != NULL && s->out != NULL)
-		serial_close_fd(s);
+	serial_close_fd(s);
 	serial_unlock(s);
-	if (s->retry_timer != NULL)
-		event_free(s->retry_timer);
-	if (s->open_timer != NULL)
-		event_free(s->open_timer);
-	if (s->idle_timer != NULL)
-		event_free(s->idle_timer);
+	serial_timer_free(&s->retry_timer);
+	serial_timer_free(&s->open_timer);
+	serial_timer_free(&s->idle_timer);
 	serial_modem_stop(s);
-	if (s->modem_ev != NULL)
-		event_free(s->modem_ev);
-	if (s->break_timer != NULL)
-		event_free(s->break_timer);
-	if (s->in != NULL)
-		evbuffer_free(s->in);
+	serial_timer_free(&s->modem_ev);
+	serial_timer_free(&s->break_timer);
 	if (s->out != NULL)
 		evbuffer_free(s->out);
+	free(s->why);
+	if (--serial_ports == 0) {
+		evbuffer_free(serial_rx);
+		serial_rx = NULL;
+	}
 	free(s->name);
 	free(s->device);
 	free(s->lock_dir);
@@ -1802,9 +1895,9 @@ keel_serial_set_timing(struct keel_serial *s,
 	s->p.out_max = p->out_max != 0 ? p->out_max : 65536;
 	if (s->state == S_OPEN && s->p.idle_timeout > 0) {
 		tv = keel_timeval(s->p.idle_timeout);
-		evtimer_add(s->idle_timer, &tv);
+		serial_timer_add(s, &s->idle_timer, serial_idle_cb, &tv);
 	} else {
-		evtimer_del(s->idle_timer);
+		serial_timer_del(s->idle_timer);
 	}
 }
 
@@ -1819,13 +1912,15 @@ keel_serial_write(struct keel_serial *s, struct evbuffer *src)
 		evbuffer_drain(src, len);
 		return len;
 	}
-	room = evbuffer_get_length(s->out) >= s->p.out_max
+	room = serial_out_length(s) >= s->p.out_max
 		       ? 0
-		       : s->p.out_max - evbuffer_get_length(s->out);
+		       : s->p.out_max - serial_out_length(s);
 	n = len < room ? len : room;
+	if (n > 0 && serial_out(s) == NULL)
+		n = 0; /* no memory: the caller keeps it, as when full */
 	if (n > 0)
 		evbuffer_remove_buffer(src, s->out, n);
-	if (n < len || evbuffer_get_length(s->out) >= s->p.out_max)
+	if (n < len || serial_out_length(s) >= s->p.out_max)
 		s->out_was_full = 1;
 	serial_flush(s);
 	return n;
@@ -1835,14 +1930,14 @@ keel_serial_write(struct keel_serial *s, struct evbuffer *src)
 int
 keel_serial_output_full(const struct keel_serial *s)
 {
-	return evbuffer_get_length(s->out) >= s->p.out_max;
+	return serial_out_length(s) >= s->p.out_max;
 }
 
 /* Bytes queued. */
 size_t
 keel_serial_output_length(const struct keel_serial *s)
 {
-	return evbuffer_get_length(s->out);
+	return serial_out_length(s);
 }
 
 /* Pause or resume reading. */
@@ -1865,7 +1960,7 @@ keel_serial_wake(struct keel_serial *s)
 	if (s->state != S_WAITING)
 		return;
 	log_info("serial %s: woken: retrying %s now", s->name, s->device);
-	evtimer_del(s->retry_timer);
+	serial_timer_del(s->retry_timer);
 	s->attempt = 0;
 	serial_attempt(s);
 }
@@ -1896,10 +1991,10 @@ const char *
 keel_serial_error(const struct keel_serial *s, time_t *when)
 {
 	if (when != NULL)
-		*when = s->why[0] != '\0' ? s->why_time : 0;
-	if (s->state == S_WAITING && s->why[0] == '\0')
+		*when = *serial_why(s) != '\0' ? s->why_time : 0;
+	if (s->state == S_WAITING && *serial_why(s) == '\0')
 		return "not opened yet";
-	return s->why;
+	return serial_why(s);
 }
 
 /* When bytes last came from the device (seconds since the epoch). */
@@ -1979,7 +2074,11 @@ keel_serial_send_break(struct keel_serial *s, unsigned int ms)
 		return -1;
 	tv.tv_sec = (time_t)(ms / 1000);
 	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
-	evtimer_add(s->break_timer, &tv);
+	if (serial_timer_add(s, &s->break_timer, serial_break_cb, &tv) == -1) {
+		serial_break_end(s);
+		errno = ENOMEM;
+		return -1;
+	}
 	return 0;
 }
 
@@ -1990,10 +2089,10 @@ keel_serial_set_break(struct keel_serial *s, int on)
 	if (on) {
 		if (serial_break_begin(s) == -1)
 			return -1;
-		evtimer_del(s->break_timer);
+		serial_timer_del(s->break_timer);
 		return 0;
 	}
-	evtimer_del(s->break_timer);
+	serial_timer_del(s->break_timer);
 	if (!s->breaking || s->state != S_OPEN) {
 		s->breaking = 0;
 		return 0;
@@ -2022,13 +2121,13 @@ keel_serial_purge(struct keel_serial *s, int which)
 							 : TCOFLUSH;
 	rc = serial_ioctl(s->fd, TCFLSH, (void *)queue);
 	err = errno;
-	if (which & KEEL_PURGE_RX)
-		evbuffer_drain(s->in, evbuffer_get_length(s->in));
+	/* KEEL_PURGE_RX: nothing read is kept (serial_rx is drained). */
 	if (!(which & KEEL_PURGE_TX)) {
 		errno = err;
 		return rc == -1 ? -1 : 0;
 	}
-	evbuffer_drain(s->out, evbuffer_get_length(s->out));
+	if (s->out != NULL)
+		evbuffer_drain(s->out, evbuffer_get_length(s->out));
 	event_del(s->wr);
 	was_full = s->out_was_full;
 	s->out_was_full = 0;
