@@ -220,6 +220,8 @@ struct port {
 	struct keel_cidr *allow; /* parsed `allow`; none: everyone */
 	size_t nallow;
 	struct evconnlistener *lev;
+	/* Timers are made at their first use (port_timer_add): a thousand
+	 * idle ports need none of them. */
 	struct event *lev_pause;
 	struct client *clients; /* oldest first */
 	long nclients;
@@ -239,18 +241,59 @@ struct port {
 	int ctl_line, ctl_dtr, ctl_rts, ctl_break;
 	long com_clients;  /* rfc2217 clients: modem lines watched while > 0 */
 	unsigned int wish; /* DTR and RTS as last asked (KEEL_MODEM_*) */
-	char set_by[80];   /* who set the line settings: "" = configuration */
-	char signature[128];
-	struct outbound out;
+	/* The line settings are the controller's while ctl_line (status:
+	 * line_set_by). */
+	char *signature; /* telnet SIGNATURE, made for a first telnet client */
+	struct outbound *out; /* made for the first connect, then kept */
 };
 
 static void port_maybe_done(struct port *p);
+
+/* The port's outbound connection, when up. */
+static struct client *
+port_out_cl(const struct port *p)
+{
+	return p->out != NULL ? p->out->cl : NULL;
+}
 static void port_resume_device(struct port *p);
 static void client_arm_idle(struct client *cl);
 static void port_com_client(struct port *p, int delta);
 static void port_release(struct port *p, struct client *cl);
 static void out_lost(struct port *p);
 static void out_writable_cb(evutil_socket_t fd, short what, void *arg);
+static void out_timer_cb(evutil_socket_t fd, short what, void *arg);
+static void port_stall_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Make a timer of @p if it has not been. -1 (logged) without memory. */
+static int
+port_timer_make(struct port *p, struct event **ev, event_callback_fn cb)
+{
+	if (*ev == NULL &&
+	    (*ev = evtimer_new(keel_module_base(p->m), cb, p)) == NULL) {
+		keel_module_log(p->m, KEEL_LOG_WARNING, "%s: timer: %s",
+				p->name, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* Arm a timer of @p, made at its first use. -1 (logged) without memory. */
+static int
+port_timer_add(struct port *p, struct event **ev, event_callback_fn cb,
+	       const struct timeval *tv)
+{
+	if (port_timer_make(p, ev, cb) == -1)
+		return -1;
+	return evtimer_add(*ev, tv);
+}
+
+/* Disarm a timer that may not have been made. */
+static void
+port_timer_del(struct event *ev)
+{
+	if (ev != NULL)
+		evtimer_del(ev);
+}
 
 /* ---- clients ---- */
 
@@ -305,7 +348,7 @@ client_free(struct client *cl, const char *why)
 {
 	struct port *p = cl->p;
 	struct client **pp;
-	int outbound = cl == p->out.cl;
+	int outbound = cl == port_out_cl(p);
 
 	for (pp = &p->clients; *pp != NULL; pp = &(*pp)->next)
 		if (*pp == cl) {
@@ -317,7 +360,7 @@ client_free(struct client *cl, const char *why)
 	if (p->controller == cl)
 		port_release(p, cl);
 	if (outbound) {
-		p->out.cl = NULL;
+		p->out->cl = NULL;
 		keel_module_log(p->m, KEEL_LOG_INFO, "%s: connection to %s %s",
 				p->name, cl->peer, why);
 	} else {
@@ -404,7 +447,7 @@ client_eof(struct client *cl)
 	 * clients (telnet, pyserial) close for good, never half: a lingering
 	 * one would hold the port's settings for eof-linger after it left. */
 	if (p->c->eof_linger <= 0 || p->removing || cl->rx == 0 ||
-	    cl == p->out.cl || cl->tn != NULL) {
+	    cl == port_out_cl(p) || cl->tn != NULL) {
 		client_free(cl, "disconnected");
 		return;
 	}
@@ -685,21 +728,20 @@ port_line_now(const struct port *p)
 	return line;
 }
 
-/* New line settings from a client; @p->line shows what the device took. */
+/* New line settings from the controller; @p->line shows what the device
+ * took. */
 static void
-port_client_line(struct port *p, struct client *cl,
-		 const struct keel_serial_line *line)
+port_client_line(struct port *p, const struct keel_serial_line *line)
 {
 	if (keel_serial_set_line(p->dev, line) == 0) {
 		p->line = port_line_now(p);
 		p->ctl_line = 1;
-		snprintf(p->set_by, sizeof(p->set_by), "%s", cl->peer);
 	}
 }
 
 /* RFC 2217 SET-CONTROL: apply @v, return the state it asks about. */
 static uint32_t
-port_control(struct port *p, struct client *cl, uint32_t v, int may)
+port_control(struct port *p, uint32_t v, int may)
 {
 	struct keel_serial_line line = port_line_now(p);
 	int lines = keel_serial_get_modem(p->dev);
@@ -716,7 +758,7 @@ port_control(struct port *p, struct client *cl, uint32_t v, int may)
 	case 16:
 		if (may) {
 			line.flow = code_flow[(v > 13 ? v - 13 : v) & 3];
-			port_client_line(p, cl, &line);
+			port_client_line(p, &line);
 			line = port_line_now(p);
 		}
 		/* fall through */
@@ -795,21 +837,21 @@ tn_com_cb(void *arg, int cmd, uint32_t *value)
 	case CPO_SET_BAUDRATE:
 		if (may && v >= 50 && v <= 4000000) {
 			line.speed = v;
-			port_client_line(p, cl, &line);
+			port_client_line(p, &line);
 		}
 		*value = port_line_now(p).speed;
 		return 0;
 	case CPO_SET_DATASIZE:
 		if (may && v >= 5 && v <= 8) {
 			line.data_bits = (int)v;
-			port_client_line(p, cl, &line);
+			port_client_line(p, &line);
 		}
 		*value = (uint32_t)port_line_now(p).data_bits;
 		return 0;
 	case CPO_SET_PARITY:
 		if (may && v >= 1 && v <= 5) {
 			line.parity = parity_codes[v];
-			port_client_line(p, cl, &line);
+			port_client_line(p, &line);
 		}
 		line = port_line_now(p);
 		*value = (uint32_t)(strchr(parity_codes, line.parity) -
@@ -819,12 +861,12 @@ tn_com_cb(void *arg, int cmd, uint32_t *value)
 		/* 3 (1.5 stop bits) does not exist on Linux. */
 		if (may && (v == 1 || v == 2)) {
 			line.stop_bits = (int)v;
-			port_client_line(p, cl, &line);
+			port_client_line(p, &line);
 		}
 		*value = (uint32_t)port_line_now(p).stop_bits;
 		return 0;
 	case CPO_SET_CONTROL:
-		*value = port_control(p, cl, v, may);
+		*value = port_control(p, v, may);
 		return 0;
 	case CPO_PURGE_DATA:
 		if (may && v >= 1 && v <= 3)
@@ -944,7 +986,6 @@ port_release(struct port *p, struct client *cl)
 	if (p->ctl_break)
 		keel_serial_set_break(p->dev, 0);
 	p->ctl_line = p->ctl_dtr = p->ctl_rts = p->ctl_break = 0;
-	p->set_by[0] = '\0';
 	keel_module_log_limit(
 		p->m, &p->rl, KEEL_LOG_INFO,
 		"%s: client %s left: settings back to the configuration",
@@ -959,6 +1000,11 @@ client_protocol(struct client *cl)
 
 	if (p->c->protocol == TN_RAW)
 		return 0;
+	if (p->signature == NULL &&
+	    asprintf(&p->signature, "keeld serial %s", p->name) == -1) {
+		p->signature = NULL;
+		return -1;
+	}
 	cl->tn = malloc(sizeof(*cl->tn));
 	cl->dec = evbuffer_new();
 	if (cl->tn == NULL || cl->dec == NULL)
@@ -1018,7 +1064,7 @@ port_oldest(const struct port *p)
 {
 	struct client *cl;
 
-	for (cl = p->clients; cl != NULL && cl == p->out.cl; cl = cl->next)
+	for (cl = p->clients; cl != NULL && cl == port_out_cl(p); cl = cl->next)
 		;
 	return cl;
 }
@@ -1136,8 +1182,11 @@ accept_error_cb(struct evconnlistener *lev, void *arg)
 				p->name, strerror(err),
 				LISTEN_PAUSE_USEC / 1000);
 		p->out_of_fds = 1;
-		evconnlistener_disable(lev);
-		evtimer_add(p->lev_pause, &tv);
+		/* No timer to resume it: accept on rather than stop for good.
+		 */
+		if (port_timer_add(p, &p->lev_pause, listen_resume_cb, &tv) ==
+		    0)
+			evconnlistener_disable(lev);
 		return;
 	}
 	keel_module_log_limit(p->m, &p->rl, KEEL_LOG_DEBUG, "%s: accept: %s",
@@ -1280,20 +1329,36 @@ out_addr_text(const struct sockaddr *sa, char *buf, size_t len)
 		 host, port);
 }
 
+/* The state of a port's connect (a port without one has none). */
+static struct outbound *
+out_new(void)
+{
+	struct outbound *o = calloc(1, sizeof(*o));
+
+	if (o == NULL)
+		return NULL;
+	o->fd = -1;
+	o->rl = (struct keel_ratelimit)KEEL_RATELIMIT(CONNECT_LOG_WINDOW,
+						      CONNECT_LOG_BURST);
+	return o;
+}
+
 /* Remember why the last attempt failed (status: connect_error). */
 static void
 out_note(struct port *p, const char *what, const char *why)
 {
-	snprintf(p->out.error, sizeof(p->out.error), "%s: %s", what, why);
-	p->out.error_time = time(NULL);
+	snprintf(p->out->error, sizeof(p->out->error), "%s: %s", what, why);
+	p->out->error_time = time(NULL);
 }
 
 /* Stop resolving or connecting (a connected client stays). */
 static void
 out_stop(struct port *p)
 {
-	struct outbound *o = &p->out;
+	struct outbound *o = p->out;
 
+	if (o == NULL)
+		return;
 	if (o->req != NULL) {
 		/* Its callback comes later with EVUTIL_EAI_CANCEL and must
 		 * not touch the port, which may be freed by then. */
@@ -1312,8 +1377,7 @@ out_stop(struct port *p)
 	if (o->ai != NULL)
 		evutil_freeaddrinfo(o->ai);
 	o->ai = o->next = NULL;
-	if (o->timer != NULL)
-		evtimer_del(o->timer);
+	port_timer_del(o->timer);
 	if (o->cl == NULL)
 		o->state = OUT_OFF;
 }
@@ -1325,7 +1389,7 @@ out_stop(struct port *p)
 static void
 out_backoff(struct port *p)
 {
-	struct outbound *o = &p->out;
+	struct outbound *o = p->out;
 	double delay = p->c->retry_min;
 	unsigned int i;
 	struct timeval tv;
@@ -1341,7 +1405,7 @@ out_backoff(struct port *p)
 		o->attempt++;
 	o->state = OUT_WAITING;
 	tv = keel_timeval(delay);
-	evtimer_add(o->timer, &tv);
+	port_timer_add(p, &o->timer, out_timer_cb, &tv);
 }
 
 /* A round failed (the name, or every address): count, say, back off. */
@@ -1349,9 +1413,9 @@ static void
 out_fail(struct port *p)
 {
 	keel_metric_add(p->mt[M_CONNECT_FAILURES], 1);
-	keel_module_log_limit(p->m, &p->out.rl, KEEL_LOG_WARNING,
+	keel_module_log_limit(p->m, &p->out->rl, KEEL_LOG_WARNING,
 			      "%s: connect %s: %s (retrying with back-off)",
-			      p->name, p->c->connect, p->out.error);
+			      p->name, p->c->connect, p->out->error);
 	out_stop(p);
 	out_backoff(p);
 }
@@ -1360,7 +1424,7 @@ out_fail(struct port *p)
 static void
 out_connected(struct port *p, int fd)
 {
-	struct outbound *o = &p->out;
+	struct outbound *o = p->out;
 
 	if (o->ai != NULL)
 		evutil_freeaddrinfo(o->ai);
@@ -1386,7 +1450,7 @@ out_connected(struct port *p, int fd)
 static void
 out_try_next(struct port *p)
 {
-	struct outbound *o = &p->out;
+	struct outbound *o = p->out;
 	struct evutil_addrinfo *a;
 	struct timeval tv;
 	int fd;
@@ -1425,7 +1489,7 @@ out_try_next(struct port *p)
 		o->state = OUT_CONNECTING;
 		event_add(o->ev, NULL);
 		tv = keel_timeval(p->c->connect_timeout);
-		evtimer_add(o->timer, &tv);
+		port_timer_add(p, &o->timer, out_timer_cb, &tv);
 		return;
 	}
 	out_fail(p);
@@ -1436,12 +1500,12 @@ static void
 out_writable_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct port *p = arg;
-	struct outbound *o = &p->out;
+	struct outbound *o = p->out;
 	int err = 0;
 	socklen_t len = sizeof(err);
 
 	(void)what;
-	evtimer_del(o->timer);
+	port_timer_del(o->timer);
 	event_free(o->ev);
 	o->ev = NULL;
 	o->fd = -1;
@@ -1464,7 +1528,7 @@ out_resolved_cb(int result, struct evutil_addrinfo *ai, void *arg)
 
 	if (result == EVUTIL_EAI_CANCEL)
 		return; /* out_stop(): the port may be gone */
-	p->out.req = NULL;
+	p->out->req = NULL;
 	if (result != 0) {
 		if (ai != NULL)
 			evutil_freeaddrinfo(ai);
@@ -1472,7 +1536,7 @@ out_resolved_cb(int result, struct evutil_addrinfo *ai, void *arg)
 		out_fail(p);
 		return;
 	}
-	p->out.ai = p->out.next = ai;
+	p->out->ai = p->out->next = ai;
 	out_try_next(p);
 }
 
@@ -1481,15 +1545,21 @@ out_resolved_cb(int result, struct evutil_addrinfo *ai, void *arg)
 static void
 out_start(struct port *p)
 {
-	struct outbound *o = &p->out;
+	struct outbound *o;
 	struct evutil_addrinfo hints;
 	struct evdns_getaddrinfo_request *req;
 	struct evdns_base *dns;
 	char host[256], port[8];
 
 	out_stop(p);
-	if (p->c->connect == NULL || p->removing || o->cl != NULL)
+	if (p->c->connect == NULL || p->removing || port_out_cl(p) != NULL)
 		return;
+	if (p->out == NULL && (p->out = out_new()) == NULL) {
+		keel_module_log(p->m, KEEL_LOG_WARNING, "%s: connect %s: %s",
+				p->name, p->c->connect, strerror(errno));
+		return;
+	}
+	o = p->out;
 	/* The option check passed: this cannot fail. */
 	connect_split(p->c->connect, host, sizeof(host), port, sizeof(port));
 	dns = serial_dns(p->m);
@@ -1517,7 +1587,7 @@ out_start(struct port *p)
 static void
 out_lost(struct port *p)
 {
-	struct outbound *o = &p->out;
+	struct outbound *o = p->out;
 	struct timeval now;
 
 	if (p->removing || p->c->connect == NULL) {
@@ -1537,7 +1607,7 @@ static void
 out_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct port *p = arg;
-	struct outbound *o = &p->out;
+	struct outbound *o = p->out;
 
 	(void)fd;
 	(void)what;
@@ -1569,7 +1639,7 @@ dev_data_cb(struct keel_serial *s, struct evbuffer *in, void *arg)
 	struct port *p = arg;
 	struct client *cl, *next;
 	size_t len = evbuffer_get_length(in), least = (size_t)-1;
-	long left = p->nclients + (p->out.cl != NULL);
+	long left = p->nclients + (port_out_cl(p) != NULL);
 
 	trace_dump(p, "dev->net", in);
 	for (cl = p->clients; cl != NULL; cl = cl->next) {
@@ -1583,10 +1653,11 @@ dev_data_cb(struct keel_serial *s, struct evbuffer *in, void *arg)
 		keel_serial_set_reading(s, 0);
 		p->dev_paused = 1;
 		if (p->c->stall_timeout > 0 &&
-		    !evtimer_pending(p->stall_timer, NULL)) {
+		    (p->stall_timer == NULL ||
+		     !evtimer_pending(p->stall_timer, NULL))) {
 			struct timeval tv = keel_timeval(p->c->stall_timeout);
 
-			evtimer_add(p->stall_timer, &tv);
+			port_timer_add(p, &p->stall_timer, port_stall_cb, &tv);
 		}
 	}
 	for (cl = p->clients; cl != NULL; cl = next) {
@@ -1671,7 +1742,7 @@ port_resume_device(struct port *p)
 	if (!p->dev_paused)
 		return;
 	p->dev_paused = 0;
-	evtimer_del(p->stall_timer);
+	port_timer_del(p->stall_timer);
 	keel_serial_set_reading(p->dev, 1);
 }
 
@@ -1800,9 +1871,9 @@ static void
 port_free(struct port *p)
 {
 	out_stop(p);
-	if (p->out.timer != NULL)
-		event_free(p->out.timer);
-	p->out.cl = NULL;
+	if (p->out != NULL && p->out->timer != NULL)
+		event_free(p->out->timer);
+	free(p->out);
 	while (p->clients != NULL) {
 		struct client *cl = p->clients;
 
@@ -1820,6 +1891,7 @@ port_free(struct port *p)
 	if (p->dev != NULL)
 		keel_serial_free(p->dev);
 	free(p->allow);
+	free(p->signature);
 	free(p);
 }
 
@@ -1849,7 +1921,8 @@ port_maybe_done(struct port *p)
 	for (cl = p->clients; cl != NULL; cl = cl->next)
 		if (evbuffer_get_length(cl->out) > 0)
 			return;
-	/* Deferred: we may be inside one of the port's callbacks. */
+	/* Deferred: we may be inside one of the port's callbacks. The timer
+	 * exists: port_remove made it or finished the port. */
 	event_active(p->drain_timer, EV_TIMEOUT, 0);
 }
 
@@ -1871,15 +1944,18 @@ port_remove(struct port *p)
 
 	if (p->removing)
 		return;
+	if (port_timer_add(p, &p->drain_timer, port_drain_cb, &tv) == -1) {
+		port_finish(p); /* as KEEL_REMOVE_NOW: logged */
+		return;
+	}
 	p->removing = 1;
 	out_stop(p); /* the connection, if up, drains as any client */
 	if (p->lev != NULL)
 		evconnlistener_free(p->lev);
 	p->lev = NULL;
-	evtimer_del(p->lev_pause);
+	port_timer_del(p->lev_pause);
 	for (cl = p->clients; cl != NULL; cl = cl->next)
 		event_del(cl->rd);
-	evtimer_add(p->drain_timer, &tv);
 	keel_module_log(p->m, KEEL_LOG_INFO, "%s: draining", p->name);
 	port_maybe_done(p);
 }
@@ -1907,18 +1983,9 @@ port_new(struct keel_instance *in, const struct port_conf *c, int fd)
 	p->c = c;
 	p->line = conf_line(c);
 	p->wish = KEEL_MODEM_DTR | KEEL_MODEM_RTS;
-	snprintf(p->signature, sizeof(p->signature), "keeld serial %s",
-		 p->name);
-	p->out.fd = -1;
-	p->out.rl = (struct keel_ratelimit)KEEL_RATELIMIT(CONNECT_LOG_WINDOW,
-							  CONNECT_LOG_BURST);
 	base = keel_module_base(p->m);
 	sp = conf_params(p, c, &p->line);
 	if ((c->listen.text != NULL && port_listen(p, fd) == -1) ||
-	    (p->out.timer = evtimer_new(base, out_timer_cb, p)) == NULL ||
-	    (p->lev_pause = evtimer_new(base, listen_resume_cb, p)) == NULL ||
-	    (p->drain_timer = evtimer_new(base, port_drain_cb, p)) == NULL ||
-	    (p->stall_timer = evtimer_new(base, port_stall_cb, p)) == NULL ||
 	    (p->dev = keel_serial_new(base, &sp, &dev_callbacks, p)) == NULL) {
 		port_free(p);
 		return NULL;
@@ -1973,13 +2040,13 @@ port_update(struct port *p, const struct port_conf *c, int fd)
 				p->name);
 	}
 	/* A new target: the old connection goes, whatever its state. */
-	if (keel_instance_changed(p->in, "connect")) {
-		if (p->out.cl != NULL)
-			client_free(p->out.cl, "closed (connect changed)");
+	if (keel_instance_changed(p->in, "connect") && p->out != NULL) {
+		if (p->out->cl != NULL)
+			client_free(p->out->cl, "closed (connect changed)");
 		out_stop(p);
-		p->out.attempt = 0;
-		p->out.error[0] = '\0';
-		p->out.error_time = 0;
+		p->out->attempt = 0;
+		p->out->error[0] = '\0';
+		p->out->error_time = 0;
 	}
 	if (port_changed(p, device_opts)) {
 		dev = keel_serial_new(keel_module_base(p->m), &sp,
@@ -1994,7 +2061,6 @@ port_update(struct port *p, const struct port_conf *c, int fd)
 			/* A new device starts from the configuration; DTR and
 			 * RTS as last asked. */
 			p->ctl_line = p->ctl_break = 0;
-			p->set_by[0] = '\0';
 			keel_serial_set_modem(
 				dev, KEEL_MODEM_DTR | KEEL_MODEM_RTS, p->wish);
 			if (p->com_clients > 0)
@@ -2153,7 +2219,7 @@ port_allow(struct port *p, struct plan *pl)
 	for (cl = p->clients; cl != NULL; cl = next) {
 		next = cl->next;
 		/* allow is about who may connect in: not our own connection. */
-		if (cl == p->out.cl ||
+		if (cl == port_out_cl(p) ||
 		    port_allows(p, (const struct sockaddr *)&cl->addr))
 			continue;
 		keel_metric_add(p->mt[M_DENIED], 1);
@@ -2257,7 +2323,9 @@ serial_status(struct keel_instance *in, struct keel_status *st)
 	keel_status_str(st, "flow", flow_words[p->line.flow]);
 	/* Who set them: a controlling RFC 2217 client, or the file. */
 	keel_status_str(st, "line_set_by",
-			p->set_by[0] != '\0' ? p->set_by : "configuration");
+			p->ctl_line && p->controller != NULL
+				? p->controller->peer
+				: "configuration");
 	keel_status_str(st, "protocol", protocol_words[p->c->protocol]);
 	lines = keel_serial_get_modem(p->dev);
 	if (lines == -1 && errno == ENOTTY)
@@ -2273,13 +2341,13 @@ serial_status(struct keel_instance *in, struct keel_status *st)
 	keel_status_str(st, "controller",
 			p->controller != NULL ? p->controller->peer : "");
 	keel_status_str(st, "listen", p->c->listen.text);
-	if (p->c->connect != NULL) {
+	if (p->c->connect != NULL && p->out != NULL) {
 		keel_status_str(st, "connect", p->c->connect);
 		keel_status_str(st, "connect_state",
-				out_state_words[p->out.state]);
-		keel_status_str(st, "connect_peer", p->out.peer);
-		keel_status_str(st, "connect_error", p->out.error);
-		keel_status_time(st, "connect_error_time", p->out.error_time);
+				out_state_words[p->out->state]);
+		keel_status_str(st, "connect_peer", p->out->peer);
+		keel_status_str(st, "connect_error", p->out->error);
+		keel_status_time(st, "connect_error_time", p->out->error_time);
 	}
 	keel_status_int(st, "max_clients", p->c->max_clients);
 	keel_status_uint(st, "device_queue", keel_serial_output_length(p->dev));
@@ -2304,7 +2372,7 @@ serial_status(struct keel_instance *in, struct keel_status *st)
 					 cl->tn->commands);
 			keel_status_bool(st, "suspended", cl->suspended);
 		}
-		keel_status_bool(st, "outbound", cl == p->out.cl);
+		keel_status_bool(st, "outbound", cl == port_out_cl(p));
 		keel_status_pop(st);
 	}
 	keel_status_pop(st);
@@ -2323,10 +2391,10 @@ serial_event(struct keel_module *m, enum keel_event ev)
 		if ((p = keel_instance_data(in)) == NULL)
 			continue;
 		keel_serial_wake(p->dev);
-		if (p->out.state == OUT_WAITING) {
+		if (p->out != NULL && p->out->state == OUT_WAITING) {
 			struct timeval now = { 0, 0 };
 
-			evtimer_add(p->out.timer, &now);
+			port_timer_add(p, &p->out->timer, out_timer_cb, &now);
 		}
 	}
 }
