@@ -1907,7 +1907,10 @@ keel_serial_write(struct keel_serial *s, struct evbuffer *src)
 {
 	size_t len = evbuffer_get_length(src), room, n;
 
-	if (s->state != S_OPEN) {
+	/* No queue and no memory for one: dropped and counted, as for a
+	 * closed device (a refusal would pause the clients with nothing to
+	 * drain that resumes them). */
+	if (s->state != S_OPEN || (len > 0 && serial_out(s) == NULL)) {
 		s->stats.drops += len;
 		evbuffer_drain(src, len);
 		return len;
@@ -1916,8 +1919,6 @@ keel_serial_write(struct keel_serial *s, struct evbuffer *src)
 		       ? 0
 		       : s->p.out_max - serial_out_length(s);
 	n = len < room ? len : room;
-	if (n > 0 && serial_out(s) == NULL)
-		n = 0; /* no memory: the caller keeps it, as when full */
 	if (n > 0)
 		evbuffer_remove_buffer(src, s->out, n);
 	if (n < len || serial_out_length(s) >= s->p.out_max)
