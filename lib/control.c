@@ -5,30 +5,142 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #define CONTROL_POLL_MS 10
+#define CONTROL_HEAD    16384 /* bytes: the daemon's own fields */
 
-/* Sleep a few milliseconds (the client is not an event loop). */
+/* Milliseconds of the monotonic clock. */
+static long long
+control_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Watch the directory of @statefile: the daemon replaces the file by a
+ * rename, and a command waiting for it wakes then, not at its next 10 ms
+ * tick (with 1,000 ports a tick also read the whole 1 MB file). -1 without
+ * inotify: the tick alone.
+ */
+static int
+control_watch(const char *statefile)
+{
+	char dir[PATH_MAX], *slash;
+	int fd;
+
+	if (snprintf(dir, sizeof(dir), "%s", statefile) >= (int)sizeof(dir))
+		return -1;
+	slash = strrchr(dir, '/');
+	if (slash == NULL)
+		snprintf(dir, sizeof(dir), ".");
+	else
+		slash[slash == dir ? 1 : 0] = '\0';
+	fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+	if (fd == -1)
+		return -1;
+	if (inotify_add_watch(fd, dir, IN_MOVED_TO | IN_CLOSE_WRITE) == -1) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/*
+ * Wait CONTROL_POLL_MS at most (the client is not an event loop), less
+ * when something changed in the directory @watch watches (-1: none).
+ */
 static void
-control_nap(void)
+control_nap(int watch)
 {
 	struct timespec ts = { 0, CONTROL_POLL_MS * 1000000L };
+	struct pollfd p = { watch, POLLIN, 0 };
+	char events[4096];
 
-	nanosleep(&ts, NULL);
+	if (watch < 0) {
+		nanosleep(&ts, NULL);
+		return;
+	}
+	if (poll(&p, 1, CONTROL_POLL_MS) > 0)
+		while (read(watch, events, sizeof(events)) > 0)
+			continue;
+}
+
+/*
+ * The first lines of the state file, cut after the last whole line; NULL
+ * if it cannot be read. @whole: set when that is the whole file. The
+ * daemon's own fields come first, and a command waiting for one of them
+ * reads these, not the 1 MB that 1,000 ports make.
+ */
+static char *
+control_state_head(const char *path, int *whole)
+{
+	char *buf = malloc(CONTROL_HEAD + 1), *eol;
+	size_t len = 0;
+	ssize_t n = 1;
+	int fd;
+
+	*whole = 0;
+	if (buf == NULL)
+		return NULL;
+	fd = open(path,
+		  O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	if (fd == -1) {
+		free(buf);
+		return NULL;
+	}
+	while (len < CONTROL_HEAD &&
+	       (n = read(fd, buf + len, CONTROL_HEAD - len)) > 0)
+		len += (size_t)n;
+	close(fd);
+	if (n == -1) {
+		free(buf);
+		return NULL;
+	}
+	buf[len] = '\0';
+	*whole = len < CONTROL_HEAD;
+	if (!*whole && (eol = strrchr(buf, '\n')) != NULL)
+		eol[1] = '\0';
+	return buf;
+}
+
+/*
+ * The state file's text holding every one of @keys (NULL-terminated): its
+ * first lines when they do, else all of it. NULL if it cannot be read.
+ */
+static char *
+control_state_for(const char *statefile, const char *const *keys)
+{
+	int whole, i;
+	char *text = control_state_head(statefile, &whole), *v;
+
+	for (i = 0; text != NULL && !whole && keys[i] != NULL; i++) {
+		if ((v = state_get(text, keys[i])) == NULL) {
+			free(text);
+			return state_read(statefile);
+		}
+		free(v);
+	}
+	return text;
 }
 
 /* A numeric field of the state file, 0 when absent. */
 static unsigned long
 control_state_num(const char *statefile, const char *key)
 {
-	char *text = state_read(statefile), *v;
+	const char *keys[] = { key, NULL };
+	char *text = control_state_for(statefile, keys), *v;
 	unsigned long n = 0;
 
 	if (text == NULL)
@@ -100,9 +212,14 @@ control_reload(pid_t pid, const char *pidfile, const char *statefile,
 	       const char *config)
 {
 	unsigned long started = control_state_num(statefile, "reload-started");
-	char *before = state_read(statefile), *loaded = NULL, *mine;
+	static const char *const config_key[] = { "config", NULL };
+	static const char *const outcome[] = { "reload-done", "last-reload",
+					       "generation", NULL };
+	char *before = control_state_for(statefile, config_key);
+	char *loaded = NULL, *mine;
 	char marker[PATH_MAX];
-	int waited, rc = -1;
+	long long until;
+	int watch, rc = -1;
 
 	/* A reload in progress has said so only in STATEFILE.reloading. */
 	if (keel_reload_marker(statefile, marker, sizeof(marker)) == 0) {
@@ -127,15 +244,18 @@ control_reload(pid_t pid, const char *pidfile, const char *statefile,
 			log_ident(), loaded, config);
 	free(mine);
 
+	watch = control_watch(statefile);
 	if (kill(pid, SIGHUP) == -1) {
 		fprintf(stderr, "%s: cannot signal pid %ld: %s\n", log_ident(),
 			(long)pid, strerror(errno));
+		if (watch >= 0)
+			close(watch);
 		free(loaded);
 		return 1;
 	}
-	for (waited = 0; waited < 30000 && rc == -1;
-	     waited += CONTROL_POLL_MS) {
-		char *text = state_read(statefile), *done, *last, *gen;
+	for (until = control_ms() + 30000; control_ms() < until && rc == -1;) {
+		char *text = control_state_for(statefile, outcome), *done;
+		char *last, *gen;
 
 		if (text != NULL) {
 			done = state_get(text, "reload-done");
@@ -169,8 +289,10 @@ control_reload(pid_t pid, const char *pidfile, const char *statefile,
 			rc = 1;
 			break;
 		}
-		control_nap();
+		control_nap(watch);
 	}
+	if (watch >= 0)
+		close(watch);
 	if (rc == -1) {
 		fprintf(stderr,
 			"%s: no reload outcome after 30 s (state file %s)\n",
@@ -198,7 +320,7 @@ control_stop(pid_t pid, const char *pidfile, double timeout)
 			       (long)pid);
 			return 0;
 		}
-		control_nap();
+		control_nap(-1);
 	}
 	fprintf(stderr, "%s: pid %ld still running after %ld ms\n", log_ident(),
 		(long)pid, limit);
@@ -211,7 +333,8 @@ control_status(pid_t pid, const char *statefile)
 {
 	unsigned long dumps = control_state_num(statefile, "dumps");
 	char *text, req[PATH_MAX];
-	int waited, fd;
+	long long until;
+	int fresh = 0, fd, watch = control_watch(statefile);
 
 	/*
 	 * Ask for a refresh that is not logged (see keel_status_requested).
@@ -228,6 +351,8 @@ control_status(pid_t pid, const char *statefile)
 	if (kill(pid, SIGUSR2) == -1) {
 		struct stat st;
 
+		if (watch >= 0)
+			close(watch);
 		if (errno != EPERM) {
 			fprintf(stderr, "%s: cannot signal pid %ld: %s\n",
 				log_ident(), (long)pid, strerror(errno));
@@ -251,11 +376,15 @@ control_status(pid_t pid, const char *statefile)
 			(long long)(time(NULL) - st.st_mtime));
 		return 0;
 	}
-	for (waited = 0; waited < 2000; waited += CONTROL_POLL_MS) {
-		if (control_state_num(statefile, "dumps") > dumps)
+	for (until = control_ms() + 2000; control_ms() < until;) {
+		if (control_state_num(statefile, "dumps") > dumps) {
+			fresh = 1;
 			break;
-		control_nap();
+		}
+		control_nap(watch);
 	}
+	if (watch >= 0)
+		close(watch);
 	text = state_read(statefile);
 	if (text == NULL) {
 		fprintf(stderr, "%s: cannot read state file %s: %s\n",
@@ -264,7 +393,7 @@ control_status(pid_t pid, const char *statefile)
 	}
 	fputs(text, stdout);
 	free(text);
-	if (waited >= 2000) {
+	if (!fresh) {
 		fprintf(stderr,
 			"%s: pid %ld did not refresh its status; shown as last written\n",
 			log_ident(), (long)pid);
