@@ -96,6 +96,17 @@ def backend():
 
 
 class Floor(unittest.TestCase):
+    def one_port_with_a_client(self):
+        """keeld with one port, its device open and one client connected:
+        (keeld, [pty], client socket)."""
+        k, ptys, ports = self.start_ports(1)
+        k.start()
+        k.wait_log(r"p0: .* open", 10)
+        c = connect(ports[0])
+        self.addCleanup(c.close)
+        wait_for(lambda: "client" in k.log() and "connected" in k.log(), 5)
+        return k, ptys, c
+
     def start_ports(self, n, extra=""):
         ptys, body = [], []
         ports = free_ports(n)
@@ -187,12 +198,7 @@ class Floor(unittest.TestCase):
         """Streaming, the device is read on while it has more (a read of
         2 KiB or more), and what was read goes to the client in one write:
         not one loop turn and one socket write per 4 KiB tty read."""
-        k, ptys, ports = self.start_ports(1)
-        k.start()
-        k.wait_log(r"p0: .* open", 10)
-        c = connect(ports[0])
-        self.addCleanup(c.close)
-        wait_for(lambda: "client" in k.log() and "connected" in k.log(), 5)
+        k, ptys, c = self.one_port_with_a_client()
         total = 8 << 20
         chunk = bytes(range(256)) * 256
         done = []
@@ -228,12 +234,7 @@ class Floor(unittest.TestCase):
         (clients paused and resumed every 32 KiB), with no epoll_ctl for
         it; under poll and select, no more waits than writes and reads
         (no busy loop)."""
-        k, ptys, ports = self.start_ports(1)
-        k.start()
-        k.wait_log(r"p0: .* open", 10)
-        c = connect(ports[0])
-        self.addCleanup(c.close)
-        wait_for(lambda: "client" in k.log() and "connected" in k.log(), 5)
+        k, ptys, c = self.one_port_with_a_client()
         total = 8 << 20
         chunk = bytes(range(256)) * 4096  # 1 MiB
         c.sendall(b"x")  # warm up: buffers allocated, events registered
