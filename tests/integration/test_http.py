@@ -32,12 +32,12 @@ def get(port, path, method="GET", host="127.0.0.1", headers=None, timeout=10):
         c.close()
 
 
-def sims_and_ports(k, n, ports, mode="echo"):
+def sims_and_ports(k, n, ports, mode="echo", extra=""):
     out = []
     for i in range(n):
         out.append('sim s%d {\n  link = "%s/s%d"\n  mode = "%s"\n}\n' % (i, k.dir, i, mode))
         out.append('serial p%d {\n  device = "%s/s%d"\n  listen = "127.0.0.1:%d"\n'
-                   '  lock = false\n}\n' % (i, k.dir, i, ports[i]))
+                   '  lock = false\n%s}\n' % (i, k.dir, i, ports[i], extra))
     return "".join(out)
 
 
@@ -144,7 +144,10 @@ class Status(unittest.TestCase):
         self.ports = free_ports(3)
         self.k = Keeld("", modules=("sim", "serial", "http"))
         self.addCleanup(self.k.close)
-        self.k.write(sims_and_ports(self.k, 1, self.ports)
+        # A client that closes after sending lingers eof-linger (5 s by
+        # default) for the device's answer: short here, so that the test
+        # can see it linger and then go.
+        self.k.write(sims_and_ports(self.k, 1, self.ports, extra="  eof-linger = 0.5\n")
                      + 'serial gone {\n  device = "%s/missing"\n  listen = "127.0.0.1:%d"\n'
                        '  lock = false\n}\n' % (self.k.dir, self.ports[1])
                      + 'http {\n  listen = { "127.0.0.1:%d" }\n}\n' % self.ports[2])
@@ -180,9 +183,15 @@ class Status(unittest.TestCase):
         self.assertEqual((peer["rx_bytes"], peer["tx_bytes"]), (1000, 1000))
         self.assertGreater(peer["since"], 1.6e9)
         self.assertEqual(p["clients"], 1)
+        t0 = time.monotonic()
         c.close()
+        # Its end of file cannot tell a full close from a half one: it
+        # lingers for the device's answer, and shows that it does.
+        wait_for(lambda: [q["eof"] for q in self.status()["serial"]["p0"]["peers"]] == [True],
+                 5, 0.02, what="the client lingering in the status")
         wait_for(lambda: self.status()["serial"]["p0"]["peers"] == [], 5, 0.05,
                  what="the client gone from the status")
+        self.assertGreater(time.monotonic() - t0, 0.4, "gone before its eof-linger")
 
     def test_missing_device_shows_waiting_and_the_error(self):
         g = wait_for(lambda: (lambda g: g if g["error_time"] > 0 else None)(self.status()["serial"]["gone"]),
