@@ -115,6 +115,7 @@ struct http {
 	int paused;   /* listeners disabled at max-connections */
 	int draining; /* SIGTERM: /readyz 503, listeners closed */
 	int removing;
+	int unknown_warned; /* ready-requires named an unknown port */
 	struct keel_metric *requests, *forbidden, *limited, *connections;
 	struct http *next_server; /* http_servers */
 };
@@ -587,16 +588,32 @@ http_not_ready(struct http *h, char *buf, size_t len)
 	}
 	n = evbuffer_get_length(st);
 	for (i = 0; i < h->c->ready_requires.n; i++) {
+		const char *name = h->c->ready_requires.v[i];
 		char key[300];
 
-		snprintf(key, sizeof(key), "\nserial.%s.state: open\n",
-			 h->c->ready_requires.v[i]);
+		snprintf(key, sizeof(key), "\nserial.%s.state: open\n", name);
+		if (memmem(text, n, key, strlen(key)) != NULL)
+			continue;
+		/* Not even configured: a typo, or a port since removed.
+		 * Said in the answer, and once in the log. */
+		snprintf(key, sizeof(key), "\nserial.%s.state: ", name);
 		if (memmem(text, n, key, strlen(key)) == NULL) {
-			snprintf(buf, len, "serial port %s is not open",
-				 h->c->ready_requires.v[i]);
-			evbuffer_free(st);
-			return buf;
+			snprintf(buf, len, "serial port %s is not configured",
+				 name);
+			if (!h->unknown_warned) {
+				h->unknown_warned = 1;
+				keel_instance_log(
+					h->in, KEEL_LOG_WARNING,
+					"ready-requires names '%s', which is "
+					"not a configured serial port: "
+					"/readyz answers 503",
+					name);
+			}
+		} else {
+			snprintf(buf, len, "serial port %s is not open", name);
 		}
+		evbuffer_free(st);
+		return buf;
 	}
 	evbuffer_free(st);
 	return NULL;
@@ -988,6 +1005,7 @@ http_commit(struct keel_instance *in, const void *conf)
 	size_t i;
 
 	h->c = c;
+	h->unknown_warned = 0;
 	if (h->eh == NULL) {
 		h->eh = evhttp_new(keel_module_base(h->m));
 		if (h->eh == NULL) {

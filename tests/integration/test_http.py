@@ -274,6 +274,18 @@ class Health(unittest.TestCase):
         self.assertEqual(get(ports[2], "/readyz")[2], b"not ready: serial port gone is not open\n")
         # livez never looks at devices.
         self.assertEqual(get(ports[2], "/livez")[0], 200)
+        # A name that is no port (a typo) says so, and is logged once.
+        k.write(sims_and_ports(k, 1, ports)
+                + 'http {\n  listen = { "127.0.0.1:%d" }\n  ready-requires = { "p0", "p1" }\n}\n'
+                % ports[2])
+        k.kill(signal.SIGHUP)
+        wait_for(lambda: get(ports[2], "/readyz")[2]
+                 == b"not ready: serial port p1 is not configured\n", 10, 0.05)
+        for _ in range(5):
+            self.assertEqual(get(ports[2], "/readyz")[0], 503)
+        warned = [line for line in k.log().splitlines()
+                  if "ready-requires names 'p1', which is not a configured serial port" in line]
+        self.assertEqual(len(warned), 1, k.log())
 
 
 class Requests(unittest.TestCase):
