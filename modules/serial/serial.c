@@ -1295,6 +1295,26 @@ serial_dns(struct keel_module *m)
 	return dns;
 }
 
+/*
+ * A reload reads /etc/resolv.conf and /etc/hosts again, as a restart
+ * would: name servers changed by DHCP or an admin are used from the next
+ * SIGHUP on. Names being resolved are asked again, of the new servers.
+ */
+static void
+serial_dns_reread(struct keel_module *m)
+{
+	struct evdns_base *dns = keel_module_data(m);
+
+	if (dns == NULL)
+		return;
+	evdns_base_clear_nameservers_and_suspend(dns);
+	evdns_base_search_clear(dns);
+	evdns_base_clear_host_addresses(dns);
+	evdns_base_resolv_conf_parse(dns, DNS_OPTIONS_ALL, "/etc/resolv.conf");
+	evdns_base_set_option(dns, "randomize-case:", "0");
+	evdns_base_resume(dns);
+}
+
 /* Free the resolver once every port is gone. */
 static void
 serial_stop(struct keel_module *m)
@@ -2378,13 +2398,20 @@ serial_status(struct keel_instance *in, struct keel_status *st)
 	keel_status_pop(st);
 }
 
-/* SIGALRM, keeld -s wake: every waiting device retries now. */
+/*
+ * SIGALRM, keeld -s wake: every waiting device retries now. A reload
+ * applied: the resolver reads its files again.
+ */
 static void
 serial_event(struct keel_module *m, enum keel_event ev)
 {
 	struct keel_instance *in = NULL;
 	struct port *p;
 
+	if (ev == KEEL_EVENT_RELOAD) {
+		serial_dns_reread(m);
+		return;
+	}
 	if (ev != KEEL_EVENT_WAKE)
 		return;
 	while ((in = keel_instance_next(m, in)) != NULL) {
@@ -2475,7 +2502,7 @@ KEEL_MODULE_DESCRIPTOR = {
 	.options = serial_options,
 	.conf_size = sizeof(struct port_conf),
 	.label = "port",
-	.events = KEEL_EVENT_WAKE,
+	.events = KEEL_EVENT_WAKE | KEEL_EVENT_RELOAD,
 	.stop = serial_stop,
 	.prepare = serial_prepare,
 	.commit = serial_commit,

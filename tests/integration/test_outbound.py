@@ -324,6 +324,31 @@ class Names(OutboundBase):
         self.assertEqual(self.state()["connects_total"], 0)
         self.assertEqual(self.state("b")["clients"], 1)
 
+    def test_sighup_reads_resolv_conf_again(self):
+        # Name servers change (DHCP, an admin): the next reload uses the
+        # new ones, as a restart would; before, only a restart did.
+        old, new = FakeDNS(), FakeDNS()
+        self.addCleanup(old.close)
+        self.addCleanup(new.close)
+        path = os.path.join(self.k.dir, "resolv.conf")
+        prefix = resolv_prefix(path, old)
+        if prefix is None:
+            self.skipTest("no user namespaces (unshare -rm) to point keeld at a test name server")
+        self.k.write(section("a", self.link, self.k.dir, connect="collector.test:7000"))
+        self.k.start(prefix=prefix)
+        wait_for(lambda: old.queries >= 1, 10, what="keeld asks the first name server")
+        # Rewritten in place: the bind mount shows the same inode.
+        with open(path, "r+") as f:
+            f.truncate(0)
+            f.write("nameserver 127.0.0.1:%d\n" % new.port)
+        self.assertEqual(new.queries, 0)
+        rc, out, err = self.k.ctl("reload")
+        self.assertEqual(rc, 0, err + out)
+        wait_for(lambda: new.queries >= 1, 10, what="keeld asks the new name server")
+        n = old.queries
+        wait_for(lambda: new.queries >= 3, 10, what="retries go to the new name server")
+        self.assertEqual(old.queries, n)
+
     def test_a_name_server_that_never_answers_blocks_nothing(self):
         # The name stays pending (evdns waits for its own timeout): the
         # loop goes on, and removal and shutdown cancel the request.
