@@ -3,7 +3,9 @@
 #include "keel-internal.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <event2/util.h>
+#include <keel/module.h>
 #include <keel/net.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -148,4 +150,55 @@ keel_allow_check(const char *value, char *err, size_t errlen)
 		return 0;
 	snprintf(err, errlen, "allow %s", why);
 	return -1;
+}
+
+/* An `allow` list, each element a network; empty: everyone. */
+int
+keel_allow_parse(struct keel_allow *a, const struct keel_list *list, char *err,
+		 size_t errlen)
+{
+	char why[200];
+	size_t i;
+
+	memset(a, 0, sizeof(*a));
+	if (list->n == 0)
+		return 0;
+	if ((a->net = calloc(list->n, sizeof(*a->net))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (i = 0; i < list->n; i++)
+		if (keel_cidr_parse(list->v[i], &a->net[i], why, sizeof(why)) ==
+		    -1) {
+			snprintf(err, errlen, "allow %s", why);
+			keel_allow_free(a);
+			errno = EINVAL;
+			return -1;
+		}
+	a->n = list->n;
+	return 0;
+}
+
+/* Is @sa in one of the networks (or are there none)? */
+int
+keel_allow_match(const struct keel_allow *a, const struct sockaddr *sa)
+{
+	size_t i;
+
+	if (a->n == 0)
+		return 1;
+	if (sa == NULL)
+		return 0;
+	for (i = 0; i < a->n; i++)
+		if (keel_cidr_match(&a->net[i], sa))
+			return 1;
+	return 0;
+}
+
+/* Free the networks; the list is empty (everyone) again. */
+void
+keel_allow_free(struct keel_allow *a)
+{
+	free(a->net);
+	memset(a, 0, sizeof(*a));
 }

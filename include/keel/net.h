@@ -49,6 +49,39 @@ KEEL_EXPORT int keel_cidr_match(const struct keel_cidr *c,
  */
 KEEL_EXPORT int keel_allow_check(const char *value, char *err, size_t errlen);
 
+struct keel_list; /* <keel/module.h> */
+
+/** An `allow` list, parsed: n networks at net; none (n = 0): everyone. */
+struct keel_allow {
+	struct keel_cidr *net;
+	size_t n;
+};
+
+/**
+ * Parse an `allow` list (the strings of a struct keel_list) into @p a; an
+ * empty list gives n = 0, everyone. Free the result with keel_allow_free().
+ * @return 0, or -1 with the reason in @p err and errno set: EINVAL for a
+ * bad element (worded as keel_allow_check() words it), ENOMEM. Then @p a
+ * is zeroed and holds nothing to free.
+ */
+KEEL_EXPORT int keel_allow_parse(struct keel_allow *a,
+				 const struct keel_list *list, char *err,
+				 size_t errlen);
+
+/**
+ * @return non-zero when @p sa lies in a network of @p a (as
+ * keel_cidr_match() sees it) or @p a is empty. A NULL @p sa (a peer whose
+ * address is unknown) is allowed by an empty list only.
+ */
+KEEL_EXPORT int keel_allow_match(const struct keel_allow *a,
+				 const struct sockaddr *sa);
+
+/**
+ * Free what keel_allow_parse() allocated and leave @p a zeroed (empty);
+ * safe on a zeroed struct, and so twice.
+ */
+KEEL_EXPORT void keel_allow_free(struct keel_allow *a);
+
 KEEL_END_DECLS
 
 #endif

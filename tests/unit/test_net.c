@@ -3,6 +3,8 @@
 #include "unit.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <keel/module.h>
 #include <keel/net.h>
 #include <netinet/in.h>
 #include <string.h>
@@ -113,10 +115,111 @@ test_allow_check(void **state)
 	assert_int_equal(strncmp(err, "allow 'host' is not", 19), 0);
 }
 
+/* Does the peer @addr pass the parsed allow list @a? */
+static int
+allowed(const struct keel_allow *a, const char *addr)
+{
+	struct sockaddr_storage ss = peer(addr);
+
+	return keel_allow_match(a, (const struct sockaddr *)&ss);
+}
+
+/* An empty `allow` is everyone, even a peer whose address is unknown. */
+static void
+test_allow_empty(void **state)
+{
+	struct keel_list list = { 0, NULL };
+	struct keel_allow a;
+	char err[256] = "";
+
+	(void)state;
+	memset(&a, 0xa5, sizeof(a));
+	assert_int_equal(keel_allow_parse(&a, &list, err, sizeof(err)), 0);
+	assert_null(a.net);
+	assert_int_equal(a.n, 0);
+	assert_true(allowed(&a, "203.0.113.9"));
+	assert_true(allowed(&a, "2001:db8::1"));
+	assert_true(allowed(&a, "::ffff:192.0.2.5"));
+	assert_true(keel_allow_match(&a, NULL));
+	keel_allow_free(&a);
+}
+
+/* IPv4 and IPv6 networks in one list; a mapped peer matches IPv4 ones. */
+static void
+test_allow_match(void **state)
+{
+	char *v[] = { "192.0.2.0/24", "2001:db8::/32", "127.0.0.1" };
+	struct keel_list list = { 3, v };
+	struct keel_allow a;
+	char err[256] = "";
+
+	(void)state;
+	assert_int_equal(keel_allow_parse(&a, &list, err, sizeof(err)), 0);
+	assert_int_equal(a.n, 3);
+	assert_true(allowed(&a, "192.0.2.77"));
+	assert_true(allowed(&a, "127.0.0.1"));
+	assert_true(allowed(&a, "2001:db8:ffff::1"));
+	assert_true(allowed(&a, "::ffff:192.0.2.5"));
+	assert_true(allowed(&a, "::ffff:127.0.0.1"));
+	assert_false(allowed(&a, "192.0.3.1"));
+	assert_false(allowed(&a, "127.0.0.2"));
+	assert_false(allowed(&a, "2001:db9::1"));
+	assert_false(allowed(&a, "::ffff:198.51.100.5"));
+	assert_false(allowed(&a, "::1"));
+	assert_false(keel_allow_match(&a, NULL));
+	keel_allow_free(&a);
+	assert_null(a.net);
+	assert_int_equal(a.n, 0);
+	assert_true(allowed(&a, "192.0.3.1"));
+}
+
+/* A bad element fails the whole list, named as keel_allow_check names it,
+ * and leaves nothing to free. */
+static void
+test_allow_parse_error(void **state)
+{
+	char *v[] = { "192.0.2.0/24", "10.1.2.3/8", "::1" };
+	struct keel_list list = { 3, v };
+	struct keel_allow a;
+	char err[256] = "";
+
+	(void)state;
+	assert_int_equal(keel_allow_parse(&a, &list, err, sizeof(err)), -1);
+	assert_int_equal(errno, EINVAL);
+	assert_int_equal(strncmp(err, "allow '10.1.2.3/8' has bits set", 31),
+			 0);
+	assert_null(a.net);
+	assert_int_equal(a.n, 0);
+	v[1] = "localhost";
+	assert_int_equal(keel_allow_parse(&a, &list, err, sizeof(err)), -1);
+	assert_int_equal(strncmp(err, "allow 'localhost' is not", 24), 0);
+	assert_null(a.net);
+}
+
+/* Freeing a zeroed (never parsed) list, or one twice, does nothing. */
+static void
+test_allow_free_zeroed(void **state)
+{
+	struct keel_allow a;
+
+	(void)state;
+	memset(&a, 0, sizeof(a));
+	keel_allow_free(&a);
+	keel_allow_free(&a);
+	assert_null(a.net);
+	assert_int_equal(a.n, 0);
+}
+
 static const struct CMUnitTest tests[] = {
-	cmocka_unit_test(test_ipv4),        cmocka_unit_test(test_ipv6),
-	cmocka_unit_test(test_ipv4_mapped), cmocka_unit_test(test_parse_errors),
+	cmocka_unit_test(test_ipv4),
+	cmocka_unit_test(test_ipv6),
+	cmocka_unit_test(test_ipv4_mapped),
+	cmocka_unit_test(test_parse_errors),
 	cmocka_unit_test(test_allow_check),
+	cmocka_unit_test(test_allow_empty),
+	cmocka_unit_test(test_allow_match),
+	cmocka_unit_test(test_allow_parse_error),
+	cmocka_unit_test(test_allow_free_zeroed),
 };
 
 UNIT_MAIN_ALL("net", tests)
