@@ -106,10 +106,8 @@ struct http {
 	struct evhttp *eh;
 	struct listener *listeners;
 	struct listener *staged; /* bound by prepare, taken by commit */
-	struct keel_cidr *allow;
-	size_t nallow;
-	struct keel_cidr *staged_allow;
-	size_t staged_nallow;
+	struct keel_allow allow;
+	struct keel_allow staged_allow; /* parsed by prepare, taken by commit */
 	struct conn *conns;
 	long nconns; /* adopted and waiting to be */
 	struct bufferevent **pending;
@@ -549,17 +547,11 @@ static int
 http_allowed(struct http *h, struct evhttp_request *req)
 {
 	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-	const struct sockaddr *sa;
-	size_t i;
 
-	if (h->nallow == 0)
-		return 1;
-	if (evcon == NULL || (sa = evhttp_connection_get_addr(evcon)) == NULL)
-		return 0;
-	for (i = 0; i < h->nallow; i++)
-		if (keel_cidr_match(&h->allow[i], sa))
-			return 1;
-	return 0;
+	/* A peer without an address passes an empty list only. */
+	return keel_allow_match(
+		&h->allow,
+		evcon != NULL ? evhttp_connection_get_addr(evcon) : NULL);
 }
 
 /*
@@ -879,31 +871,9 @@ http_free(struct http *h)
 	if (h->trim_ev != NULL)
 		event_free(h->trim_ev);
 	free(h->pending);
-	free(h->allow);
-	free(h->staged_allow);
+	keel_allow_free(&h->allow);
+	keel_allow_free(&h->staged_allow);
 	free(h);
-}
-
-/* The networks of `allow`, parsed (checked already by the framework). */
-static int
-http_parse_allow(const struct http_conf *c, struct keel_cidr **out, size_t *n)
-{
-	char err[200];
-	size_t i;
-
-	*out = NULL;
-	*n = 0;
-	if (c->allow.n == 0)
-		return 0;
-	*out = calloc(c->allow.n, sizeof(**out));
-	if (*out == NULL)
-		return -1;
-	for (i = 0; i < c->allow.n; i++)
-		if (keel_cidr_parse(c->allow.v[i], &(*out)[i], err,
-				    sizeof(err)) == -1)
-			return -1;
-	*n = c->allow.n;
-	return 0;
 }
 
 /* Bind what the new `listen` adds; keep what it keeps. */
@@ -941,8 +911,10 @@ http_stage(struct http *h, const struct http_conf *c)
 			return -1;
 		}
 	}
-	if (http_parse_allow(c, &h->staged_allow, &h->staged_nallow) == -1) {
-		keel_instance_error(h->in, "allow", "out of memory");
+	/* Checked already by keel_allow_check: only memory can fail. */
+	if (keel_allow_parse(&h->staged_allow, &c->allow, err, sizeof(err)) ==
+	    -1) {
+		keel_instance_error(h->in, "allow", "%s", err);
 		return -1;
 	}
 	return 0;
@@ -1056,11 +1028,9 @@ http_commit(struct keel_instance *in, const void *conf)
 				  l->text);
 	}
 	h->staged = NULL;
-	free(h->allow);
+	keel_allow_free(&h->allow);
 	h->allow = h->staged_allow;
-	h->nallow = h->staged_nallow;
-	h->staged_allow = NULL;
-	h->staged_nallow = 0;
+	memset(&h->staged_allow, 0, sizeof(h->staged_allow));
 	listeners_pause(h, h->nconns >= c->max_connections);
 }
 
@@ -1078,9 +1048,7 @@ http_abort(struct keel_instance *in)
 	}
 	listeners_free(h, h->staged);
 	h->staged = NULL;
-	free(h->staged_allow);
-	h->staged_allow = NULL;
-	h->staged_nallow = 0;
+	keel_allow_free(&h->staged_allow);
 }
 
 /* Stop: listeners close, responses in flight finish, then drained. */

@@ -218,8 +218,7 @@ struct port {
 	const struct port_conf *c;    /* the conf of the last commit */
 	struct keel_serial_line line; /* applied (the device may refuse one) */
 	struct keel_serial *dev;
-	struct keel_cidr *allow; /* parsed `allow`; none: everyone */
-	size_t nallow;
+	struct keel_allow allow; /* parsed `allow` */
 	struct evconnlistener *lev;
 	/* Timers are made at their first use (port_timer_add): a thousand
 	 * idle ports need none of them. */
@@ -635,20 +634,6 @@ client_arm_idle(struct client *cl)
 	}
 	tv = keel_timeval(limit);
 	evtimer_add(cl->idle, &tv);
-}
-
-/* Is @sa in the port's allow list (or is there none)? */
-static int
-port_allows(const struct port *p, const struct sockaddr *sa)
-{
-	size_t i;
-
-	if (p->nallow == 0)
-		return 1;
-	for (i = 0; i < p->nallow; i++)
-		if (keel_cidr_match(&p->allow[i], sa))
-			return 1;
-	return 0;
 }
 
 /* The client that ended its sending side first, or NULL. */
@@ -1103,7 +1088,7 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 		    host, sizeof(host)) == NULL)
 		snprintf(host, sizeof(host), "?");
 	/* Before anything is read, and before it can take a place. */
-	if (!port_allows(p, sa)) {
+	if (!keel_allow_match(&p->allow, sa)) {
 		keel_metric_add(p->mt[M_DENIED], 1);
 		keel_module_log_limit(p->m, &p->rl, KEEL_LOG_NOTICE,
 				      "%s: refusing %s: not in allow", p->name,
@@ -1920,7 +1905,7 @@ port_free(struct port *p)
 		event_free(p->stall_timer);
 	if (p->dev != NULL)
 		keel_serial_free(p->dev);
-	free(p->allow);
+	keel_allow_free(&p->allow);
 	free(p->signature);
 	free(p);
 }
@@ -2167,31 +2152,9 @@ listen_take(struct keel_module *m, const struct port_conf *c)
 /* What prepare acquired for commit (or abort). */
 struct plan {
 	int fd;        /* bound to a new listen address, or -1 */
-	int new_allow; /* allow changed: take these */
-	struct keel_cidr *allow;
-	size_t nallow;
+	int new_allow; /* allow changed: take this */
+	struct keel_allow allow;
 };
-
-/* Parse `allow` (checked already by the option check) into @pl. */
-static int
-plan_allow(struct plan *pl, const struct port_conf *c)
-{
-	char err[200];
-	size_t i;
-
-	pl->new_allow = 1;
-	if (c->allow.n == 0)
-		return 0;
-	pl->allow = calloc(c->allow.n, sizeof(*pl->allow));
-	if (pl->allow == NULL)
-		return -1;
-	for (i = 0; i < c->allow.n; i++)
-		if (keel_cidr_parse(c->allow.v[i], &pl->allow[i], err,
-				    sizeof(err)) == -1)
-			return -1;
-	pl->nallow = c->allow.n;
-	return 0;
-}
 
 /* Check what the options cannot say alone; parse a new allow list; bind a
  * new listen address now, so that one in use rejects the transaction. */
@@ -2220,9 +2183,16 @@ serial_prepare(struct keel_instance *in, const void *conf, unsigned int flags)
 	}
 	pl->fd = -1;
 	keel_instance_set_plan(in, pl);
-	if (keel_instance_changed(in, "allow") && plan_allow(pl, c) == -1) {
-		keel_instance_error(in, "allow", "out of memory");
-		return -1;
+	if (keel_instance_changed(in, "allow")) {
+		char err[300];
+
+		/* Checked already by keel_allow_check: only memory can fail. */
+		if (keel_allow_parse(&pl->allow, &c->allow, err, sizeof(err)) ==
+		    -1) {
+			keel_instance_error(in, "allow", "%s", err);
+			return -1;
+		}
+		pl->new_allow = 1;
 	}
 	if (c->listen.text == NULL || (keel_instance_data(in) != NULL &&
 				       !keel_instance_changed(in, "listen")))
@@ -2242,15 +2212,15 @@ port_allow(struct port *p, struct plan *pl)
 {
 	struct client *cl, *next;
 
-	free(p->allow);
+	keel_allow_free(&p->allow);
 	p->allow = pl->allow;
-	p->nallow = pl->nallow;
-	pl->allow = NULL;
+	memset(&pl->allow, 0, sizeof(pl->allow));
 	for (cl = p->clients; cl != NULL; cl = next) {
 		next = cl->next;
 		/* allow is about who may connect in: not our own connection. */
 		if (cl == port_out_cl(p) ||
-		    port_allows(p, (const struct sockaddr *)&cl->addr))
+		    keel_allow_match(&p->allow,
+				     (const struct sockaddr *)&cl->addr))
 			continue;
 		keel_metric_add(p->mt[M_DENIED], 1);
 		client_free(cl, "closed (no longer in allow)");
@@ -2274,7 +2244,7 @@ serial_commit(struct keel_instance *in, const void *conf)
 	keel_instance_set_data(in, p);
 	if (p != NULL && pl->new_allow)
 		port_allow(p, pl);
-	free(pl->allow);
+	keel_allow_free(&pl->allow);
 	free(pl);
 }
 
@@ -2288,7 +2258,7 @@ serial_abort(struct keel_instance *in)
 		return;
 	if (pl->fd != -1)
 		close(pl->fd);
-	free(pl->allow);
+	keel_allow_free(&pl->allow);
 	free(pl);
 }
 
