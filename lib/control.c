@@ -303,7 +303,38 @@ control_reload(pid_t pid, const char *pidfile, const char *statefile,
 	return rc;
 }
 
-/* stop: signal, then wait until the pidfile lock is released. */
+/*
+ * Has @pid exited? A zombie has: its parent has not reaped it yet. Read
+ * from /proc/PID/stat, whose state follows the last ')' of the name.
+ */
+static int
+control_pid_gone(pid_t pid)
+{
+	char path[64], buf[512], *p;
+	ssize_t n;
+	int fd;
+
+	if (kill(pid, 0) == -1 && errno == ESRCH)
+		return 1;
+	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		return errno == ENOENT;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	if ((p = strrchr(buf, ')')) == NULL || p[1] != ' ')
+		return 0;
+	return p[2] == 'Z' || p[2] == 'X';
+}
+
+/*
+ * stop: signal, then wait until the pidfile lock is released and the
+ * process is gone: it releases the lock before its last steps (closing
+ * the log, exit handlers; LeakSanitizer's check takes a second), and a
+ * service manager or a script that starts it again wants it gone.
+ */
 static int
 control_stop(pid_t pid, const char *pidfile, double timeout)
 {
@@ -315,7 +346,7 @@ control_stop(pid_t pid, const char *pidfile, double timeout)
 		return 1;
 	}
 	for (waited = 0; waited < limit; waited += CONTROL_POLL_MS) {
-		if (!control_alive(pidfile)) {
+		if (!control_alive(pidfile) && control_pid_gone(pid)) {
 			printf("%s (pid %ld) stopped\n", log_ident(),
 			       (long)pid);
 			return 0;

@@ -4,6 +4,10 @@
  * and openat() of a path containing $KEEL_SLOWOPEN_MATCH sleep 30 s first,
  * like a driver wedged in its open routine. keel opens devices in a thread
  * off the loop, so only that thread sleeps.
+ *
+ * With $KEEL_SLOWEXIT_MS, the process also takes that long to exit after
+ * main() returned (a destructor sleeps), as exit handlers and
+ * LeakSanitizer's check do: for test_lifecycle's `-s stop`.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -96,4 +100,20 @@ openat(int dirfd, const char *path, int flags, ...)
 		next = (openat_fn)dlsym(RTLD_NEXT, "openat");
 	slowopen_maybe_sleep(path);
 	return next(dirfd, path, flags, mode);
+}
+
+/* $KEEL_SLOWEXIT_MS: a slow exit, after main() returned. */
+__attribute__((destructor)) static void
+slowopen_slow_exit(void)
+{
+	const char *ms = getenv("KEEL_SLOWEXIT_MS");
+	struct timespec ts, rem;
+	long n;
+
+	if (ms == NULL || (n = strtol(ms, NULL, 10)) <= 0)
+		return;
+	ts.tv_sec = n / 1000;
+	ts.tv_nsec = (n % 1000) * 1000000L;
+	while (nanosleep(&ts, &rem) == -1 && errno == EINTR)
+		ts = rem;
 }

@@ -9,6 +9,8 @@ import unittest
 
 from keeltest import HEARTBEAT, KEELD, Keeld, main, pid_alive, wait_for
 
+SLOWOPEN = os.environ.get("KEEL_SLOWOPEN", "build/tests/slowopen.so")
+
 
 class Instances(unittest.TestCase):
     def test_second_instance_is_refused_and_the_first_untouched(self):
@@ -218,6 +220,26 @@ class Stop(unittest.TestCase):
             rc, out, err = k.ctl("status")
             self.assertNotEqual(rc, 0)
             self.assertIn("keeld is not running", err)
+
+
+    @unittest.skipUnless(os.path.exists(SLOWOPEN), "slowopen shim not built")
+    def test_keeld_s_stop_waits_until_the_process_is_gone(self):
+        # keeld releases its pidfile lock before its last steps (exit
+        # handlers; LeakSanitizer's check takes up to a second): -s stop
+        # returned then, with the process still there, and a restart by a
+        # script or a service manager could race it.
+        env = {"LD_PRELOAD": os.path.abspath(SLOWOPEN), "KEEL_SLOWEXIT_MS": "700"}
+        if os.environ.get("KEEL_SANITIZE") == "ON":
+            env["ASAN_OPTIONS"] = (os.environ.get("ASAN_OPTIONS", "")
+                                   + ":verify_asan_link_order=0").lstrip(":")
+        with Keeld(HEARTBEAT % ("a", 1)) as k:
+            k.start(env=env)
+            t0 = time.monotonic()
+            rc, out, err = k.ctl("stop")
+            self.assertEqual(rc, 0, err)
+            self.assertGreater(time.monotonic() - t0, 0.6)
+            self.assertFalse(k.alive(), "keeld -s stop returned with the process still there")
+            self.assertEqual(k.wait_exit(), 0)
 
 
 class DaemonMode(unittest.TestCase):
