@@ -11,6 +11,8 @@
 
 #include <event2/buffer.h>
 #include <keel/render.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -108,6 +110,54 @@ test_prometheus_families(void **state)
 	metric_free_all(gone.metrics);
 }
 
+/*
+ * Values as printf's %lld writes them (negative gauges, both ends of the
+ * range), and text past the renderer's 4 KiB batch split nowhere.
+ */
+static void
+test_prometheus_numbers_and_long_text(void **state)
+{
+	static const struct keel_app app = { .name = "keeld", .version = "1" };
+	static char help[10000], want[10300];
+	struct keel k;
+	struct keel_module mod;
+	struct evbuffer *out = evbuffer_new();
+	char *s;
+
+	(void)state;
+	memset(&k, 0, sizeof(k));
+	memset(&mod, 0, sizeof(mod));
+	k.app = &app;
+	mod.k = &k;
+	memset(help, 'h', sizeof(help) - 1);
+	keel_metric_set(metric_new(&k.metrics, KEEL_METRIC_GAUGE, "a_min",
+				   "Min.", NULL, NULL),
+			INT64_MIN);
+	keel_metric_set(metric_new(&k.metrics, KEEL_METRIC_GAUGE, "b_neg",
+				   "Negative.", NULL, NULL),
+			-42);
+	keel_metric_set(metric_new(&k.metrics, KEEL_METRIC_GAUGE, "c_max",
+				   "Max.", NULL, NULL),
+			INT64_MAX);
+	metric_new(&k.metrics, KEEL_METRIC_GAUGE, "d_zero", help, NULL, NULL);
+	assert_int_equal(keel_render_prometheus(&mod, out), 0);
+	s = text_of(out);
+	snprintf(want, sizeof(want),
+		 "# HELP keeld_a_min Min.\n# TYPE keeld_a_min gauge\n"
+		 "keeld_a_min %lld\n"
+		 "# HELP keeld_b_neg Negative.\n# TYPE keeld_b_neg gauge\n"
+		 "keeld_b_neg -42\n"
+		 "# HELP keeld_c_max Max.\n# TYPE keeld_c_max gauge\n"
+		 "keeld_c_max %lld\n"
+		 "# HELP keeld_d_zero %s\n# TYPE keeld_d_zero gauge\n"
+		 "keeld_d_zero 0\n",
+		 (long long)INT64_MIN, (long long)INT64_MAX, help);
+	assert_string_equal(s, want);
+	free(s);
+	evbuffer_free(out);
+	metric_free_all(k.metrics);
+}
+
 static void
 test_json_tree(void **state)
 {
@@ -177,6 +227,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_prometheus_families),
+		cmocka_unit_test(test_prometheus_numbers_and_long_text),
 		cmocka_unit_test(test_json_tree),
 	};
 
