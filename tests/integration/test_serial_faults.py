@@ -424,7 +424,10 @@ class ClientKilled(SerialCase):
     """4. A client killed mid-stream: keeld and the other clients carry on."""
 
     def test_sigkill_of_a_reading_client(self):
-        k = self.keeld([("a", "dev0", {})])
+        # 2 MiB: the child reader may be descheduled for seconds on a
+        # loaded machine without its bytes being dropped (the kernel's
+        # send buffer towards it holds only 128 KiB).
+        k = self.keeld([("a", "dev0", {"client-buffer": 2 << 20})])
         self.wait_open("a")
         child = subprocess.Popen([sys.executable, "-c", CHILD_READER, str(self.port["a"])],
                                  stdout=subprocess.PIPE, text=True)
