@@ -200,25 +200,33 @@ struct series_list {
 	int failed;
 };
 
+/* Copy @s to @p; return the end (no NUL written). */
+static char *
+render_put(char *p, const char *s)
+{
+	while (*s != '\0')
+		*p++ = *s++;
+	return p;
+}
+
 /* APP_[MODULE_]NAME, with anything outside [a-zA-Z0-9_] made '_'. */
 static char *
 render_family(const char *app, const char *module, const char *name)
 {
-	size_t la = strlen(app), lm = module != NULL ? strlen(module) : 0,
-	       ln = strlen(name);
-	char *f = malloc(la + 1 + (module != NULL ? lm + 1 : 0) + ln + 1), *p;
+	size_t len = strlen(app) + 1 +
+		     (module != NULL ? strlen(module) + 1 : 0) + strlen(name) +
+		     1;
+	char *f = malloc(len), *p;
 
 	if (f == NULL)
 		return NULL;
-	memcpy(f, app, la);
-	p = f + la;
+	p = render_put(f, app);
 	*p++ = '_';
 	if (module != NULL) {
-		memcpy(p, module, lm);
-		p += lm;
+		p = render_put(p, module);
 		*p++ = '_';
 	}
-	memcpy(p, name, ln + 1);
+	*render_put(p, name) = '\0';
 	for (p = f; *p != '\0'; p++)
 		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
 		      (*p >= '0' && *p <= '9') || *p == '_'))
