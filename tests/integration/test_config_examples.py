@@ -195,5 +195,22 @@ class Shipped(unittest.TestCase):
         self.assertEqual(self.proc.wait(15), 0)
 
 
+class Readme(unittest.TestCase):
+    def test_the_tours_rejected_reload_names_the_line_keeld_names(self):
+        # README's tour appends 'bogus = 1' to conf/keeld-demo.conf and
+        # quotes the error; the demo file grew and the quote said :42.
+        quoted = re.search(r"keeld-demo\.conf:(\d+): no\s+such option 'bogus'",
+                           read(os.path.join(SRC, "README.md")))
+        self.assertIsNotNone(quoted, "README no longer quotes the rejected reload")
+        with tempfile.TemporaryDirectory(prefix="keeltour.") as d:
+            conf = os.path.join(d, "keeld-demo.conf")
+            with open(conf, "w") as f:
+                f.write(read(os.path.join(SRC, "conf", "keeld-demo.conf")) + "bogus = 1\n")
+            r = subprocess.run([KEELD, "-t", "-f", conf, "-M", MODDIR],
+                               capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("%s:%s: no such option 'bogus'" % (conf, quoted.group(1)), r.stderr)
+
+
 if __name__ == "__main__":
     main()
